@@ -1,0 +1,91 @@
+"""Shared timing and reporting helpers for the benchmarks.
+
+A benchmark module ``benchmarks/bench_<area>.py`` defines ``run(report: Report)`` and
+records its figures with :meth:`Report.time` (repeated wall-clock timing) or
+:meth:`Report.value` (a single derived number such as parameter count or points/s).
+"""
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+def measure(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> dict:
+    """Time ``fn()``: ``warmup`` untimed calls, then ``repeats`` timed ones.
+
+    Returns ``{"median_ms", "min_ms", "max_ms", "repeats"}``.
+    """
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return {
+        "median_ms": statistics.median(times),
+        "min_ms": min(times),
+        "max_ms": max(times),
+        "repeats": repeats,
+    }
+
+
+@dataclass
+class Report:
+    """Collects benchmark rows: ``{"bench", "name", ..., "note"}``."""
+
+    bench: str = ""
+    rows: list[dict] = field(default_factory=list)
+
+    def time(self, name: str, fn: Callable[[], object], repeats: int = 10, warmup: int = 2,
+             items: float | None = None, item_unit: str = "items", note: str = "") -> dict:
+        """Time ``fn`` and record it; with ``items`` (work per call) also record a rate in items/s."""
+        row = {"bench": self.bench, "name": name, **measure(fn, repeats, warmup), "note": note}
+        if items is not None:
+            row["rate"] = items / (row["median_ms"] / 1e3)
+            row["rate_unit"] = f"{item_unit}/s"
+        self.rows.append(row)
+        print(f"  {name}: median {row['median_ms']:.3f} ms (min {row['min_ms']:.3f}, max {row['max_ms']:.3f})"
+              + (f", {row['rate']:.4g} {row['rate_unit']}" if items is not None else ""), flush=True)
+        return row
+
+    def value(self, name: str, value: float, unit: str, note: str = "") -> dict:
+        row = {"bench": self.bench, "name": name, "value": value, "unit": unit, "note": note}
+        self.rows.append(row)
+        print(f"  {name}: {value:.4g} {unit}", flush=True)
+        return row
+
+
+def machine_info() -> dict:
+    """Machine and library versions recorded with every benchmark run."""
+    import os
+
+    import numpy
+    import torch
+
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        if names:
+            info["cpu_model"] = names[0]
+    except OSError:
+        pass
+    for mod in ("transformers", "rosbags", "cv2"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except ImportError:
+            info[mod] = None
+    return info

@@ -1,0 +1,34 @@
+"""The ``cross4d`` command.
+
+Each module in this package (not starting with ``_``) adds one or more subcommands
+through ``register(subparsers)``; a subcommand stores its handler as ``func`` on the
+parsed namespace. Modules import heavy dependencies (torch, transformers) inside their
+handlers so ``cross4d --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cross4d",
+        description="Cross4D-JEPA: 4D point-cloud encoders distilled from frozen 2D foundation models.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
