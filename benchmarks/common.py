@@ -6,6 +6,7 @@ records its figures with :meth:`Report.time` (repeated wall-clock timing) or
 """
 from __future__ import annotations
 
+import importlib.metadata
 import platform
 import statistics
 import time
@@ -83,9 +84,9 @@ def machine_info() -> dict:
             info["cpu_model"] = names[0]
     except OSError:
         pass
-    for mod in ("transformers", "rosbags", "cv2"):
+    for dist in ("transformers", "rosbags", "opencv-python-headless", "ros-rclpy"):
         try:
-            info[mod] = __import__(mod).__version__
-        except ImportError:
-            info[mod] = None
+            info[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            info[dist] = None
     return info

@@ -1,0 +1,33 @@
+"""ROS message <-> numpy conversion, duck-typed on message fields (rclpy and rosbags alike).
+
+Malformed messages raise :class:`cross4d_core.errors.MessageFormatError` naming the
+field and its values.
+"""
+from cross4d_core.msgconv.camera_info import camera_info_to_camera
+from cross4d_core.msgconv.image import (
+    IMAGE_ENCODINGS,
+    ImageFields,
+    image_to_depth_m,
+    image_to_numpy,
+    image_to_rgb,
+    numpy_to_image_fields,
+)
+from cross4d_core.msgconv.pointcloud2 import (
+    POINTFIELD_DTYPES,
+    PointFieldSpec,
+    pack_rgb,
+    pointcloud2_dtype,
+    pointcloud2_field,
+    pointcloud2_to_structured,
+    pointcloud2_to_xyz,
+    unpack_rgb,
+    xyz_to_pointcloud2_fields,
+)
+from cross4d_core.msgconv.stamp import seconds_to_stamp_parts, stamp_to_seconds
+
+__all__ = [
+    "IMAGE_ENCODINGS", "ImageFields", "POINTFIELD_DTYPES", "PointFieldSpec", "camera_info_to_camera",
+    "image_to_depth_m", "image_to_numpy", "image_to_rgb", "numpy_to_image_fields", "pack_rgb",
+    "pointcloud2_dtype", "pointcloud2_field", "pointcloud2_to_structured", "pointcloud2_to_xyz",
+    "seconds_to_stamp_parts", "stamp_to_seconds", "unpack_rgb", "xyz_to_pointcloud2_fields",
+]
