@@ -1,0 +1,363 @@
+"""POINT4D: the geometry-only 4D student (METHOD.md "Student").
+
+Two PointNet++-style set-abstraction levels run on every frame on its own (no
+dependence on the frame's position in the window, so a streaming node can cache them),
+then a pre-norm transformer mixes all (frame, centroid) tokens of the window with a
+learned 4D positional encoding of (x, y, z, t), t = frame index within the window.
+
+Sizes the paper does not give (centroids, radii, k, positional encoding) are chosen so
+that the default config lands at ~3.3M parameters and ~11.5 GFLOPs (torch's
+FlopCounterMode, 2 FLOPs per multiply-add, attention included) on 24 x 2048 points:
+level 1 = 128 centroids per frame, 32 neighbours within 0.1 m; level 2 = 32 centroids
+per frame (768 tokens per clip), 16 neighbours within 0.25 m. Radii are in metres for
+human-scale clips; scale them with the data (or use ``grouping="nearest"``, whose
+neighbourhoods are radius-bounded but order-invariant).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cross4d_core.ops import ball_query, farthest_point_sample, gather_points, interpolate_features
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+MODEL_TYPE = "point4d"
+
+
+@dataclass
+class Point4DConfig:
+    """POINT4D hyper-parameters; the defaults are the paper-size model at 24 x 2048.
+
+    Attributes:
+        num_frames, num_points: the clip size the model is built for (informational; any
+            T and any N >= ``sa1_centroids`` is accepted).
+        sa1_centroids, sa1_radius, sa1_neighbours, sa1_channels: level-1 set abstraction
+            (centroids per frame, ball radius in metres, neighbours per ball, MLP widths).
+        sa2_centroids, sa2_radius, sa2_neighbours, sa2_channels: level 2, sampled from the
+            level-1 centroids; its centroids are the tokens.
+        grouping: ``"first"`` (first k points in the ball in index order, PointNet++) or
+            ``"nearest"`` (the k nearest inside the ball; independent of point order).
+        hidden_size, num_layers, num_heads, mlp_ratio, dropout: the transformer.
+        time_scale: metres per frame of the t coordinate of the 4D positional encoding.
+        point_feature_neighbours: tokens interpolated per input point in
+            :meth:`Point4DEncoder.point_features` (1 = nearest token, 3 = 3-NN).
+        layer_norm_eps: epsilon of all LayerNorms.
+    """
+
+    num_frames: int = 24
+    num_points: int = 2048
+    sa1_centroids: int = 128
+    sa1_radius: float = 0.1
+    sa1_neighbours: int = 32
+    sa1_channels: tuple[int, ...] = (64, 64, 128)
+    sa2_centroids: int = 32
+    sa2_radius: float = 0.25
+    sa2_neighbours: int = 16
+    sa2_channels: tuple[int, ...] = (128, 128, 256)
+    grouping: str = "nearest"
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    time_scale: float = 0.1
+    point_feature_neighbours: int = 1
+    layer_norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        self.sa1_channels = tuple(int(c) for c in self.sa1_channels)
+        self.sa2_channels = tuple(int(c) for c in self.sa2_channels)
+        for name in ("num_frames", "num_points", "sa1_centroids", "sa1_neighbours", "sa2_centroids",
+                     "sa2_neighbours", "hidden_size", "num_layers", "num_heads", "point_feature_neighbours"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"Point4DConfig.{name} must be a positive int, got {value!r}")
+        for name in ("sa1_radius", "sa2_radius", "time_scale", "mlp_ratio"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"Point4DConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if not self.sa1_channels or not self.sa2_channels or min(self.sa1_channels + self.sa2_channels) < 1:
+            raise ValueError(f"Point4DConfig: set-abstraction channels must be non-empty positive, got "
+                             f"{self.sa1_channels} / {self.sa2_channels}")
+        if self.sa2_centroids > self.sa1_centroids:
+            raise ValueError(f"Point4DConfig.sa2_centroids ({self.sa2_centroids}) must be <= "
+                             f"sa1_centroids ({self.sa1_centroids})")
+        if self.sa1_centroids > self.num_points:
+            raise ValueError(f"Point4DConfig.sa1_centroids ({self.sa1_centroids}) must be <= "
+                             f"num_points ({self.num_points})")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"Point4DConfig.hidden_size ({self.hidden_size}) must be divisible by "
+                             f"num_heads ({self.num_heads})")
+        if self.grouping not in ("first", "nearest"):
+            raise ValueError(f"Point4DConfig.grouping must be 'first' or 'nearest', got {self.grouping!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"Point4DConfig.dropout must be in [0, 1), got {self.dropout!r}")
+
+    @classmethod
+    def tiny(cls, **overrides) -> "Point4DConfig":
+        """A small config for tests (4 frames x 64 points, width 32, 2 layers)."""
+        values = dict(num_frames=4, num_points=64, sa1_centroids=16, sa1_radius=0.5, sa1_neighbours=8,
+                      sa1_channels=(16, 32), sa2_centroids=8, sa2_radius=1.0, sa2_neighbours=4,
+                      sa2_channels=(32, 32), hidden_size=32, num_layers=2, num_heads=4, mlp_ratio=2.0)
+        values.update(overrides)
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        values = dataclasses.asdict(self)
+        values["sa1_channels"] = list(self.sa1_channels)
+        values["sa2_channels"] = list(self.sa2_channels)
+        return {"model_type": MODEL_TYPE, **values}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Point4DConfig":
+        values = dict(values)
+        model_type = values.pop("model_type", MODEL_TYPE)
+        if model_type != MODEL_TYPE:
+            raise ValueError(f"config model_type is {model_type!r}, expected {MODEL_TYPE!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Point4DConfig: unknown keys {unknown}")
+        return cls(**values)
+
+
+@dataclass
+class FrameTokens:
+    """Per-frame set-abstraction output (window-independent; cacheable per frame).
+
+    Attributes:
+        features: ``[B, T, M, C]`` token features before the transformer.
+        centres: ``[B, T, M, 3]`` token centres (metres), a subset of the frame's points.
+        point_index: ``[B, T, M]`` int64 index of each centre into its frame's N points.
+    """
+
+    features: torch.Tensor
+    centres: torch.Tensor
+    point_index: torch.Tensor
+
+    def frames(self, index: slice | int | torch.Tensor) -> "FrameTokens":
+        """The tokens of the selected frames (an int keeps the frame axis, length 1)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1 if index != -1 else None)
+        return FrameTokens(self.features[:, index], self.centres[:, index], self.point_index[:, index])
+
+    @classmethod
+    def concat(cls, parts: list["FrameTokens"]) -> "FrameTokens":
+        """Join frame tokens along the frame axis (oldest first), e.g. cached frames + a new one."""
+        if not parts:
+            raise ValueError("FrameTokens.concat needs at least one part")
+        return cls(torch.cat([p.features for p in parts], dim=1),
+                   torch.cat([p.centres for p in parts], dim=1),
+                   torch.cat([p.point_index for p in parts], dim=1))
+
+
+@dataclass
+class Point4DOutput:
+    """Encoder output for a window of T frames.
+
+    Attributes:
+        token_features: ``[B, T, M, C]`` transformer output per (frame, centroid) token.
+        token_centres: ``[B, T, M, 3]`` token centres (metres); token ``[b, t, m]`` is in frame t.
+        token_point_index: ``[B, T, M]`` int64 index of each centre into its frame's N input points.
+        clip_feature: ``[B, C]`` mean of ``token_features`` over frames and tokens.
+    """
+
+    token_features: torch.Tensor
+    token_centres: torch.Tensor
+    token_point_index: torch.Tensor
+    clip_feature: torch.Tensor
+
+
+class SetAbstraction(nn.Module):
+    """One PointNet++ set-abstraction level: group around centres, shared MLP, max-pool."""
+
+    def __init__(self, in_channels: int, channels: tuple[int, ...], radius: float, neighbours: int,
+                 grouping: str, eps: float) -> None:
+        super().__init__()
+        self.radius = radius
+        self.neighbours = neighbours
+        self.grouping = grouping
+        layers: list[nn.Module] = []
+        width = in_channels + 3
+        for out in channels:
+            layers += [nn.Linear(width, out), nn.LayerNorm(out, eps=eps), nn.GELU()]
+            width = out
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, points: torch.Tensor, features: torch.Tensor | None, centres: torch.Tensor) -> torch.Tensor:
+        """``points [P, N, 3]``, ``features [P, N, C] | None``, ``centres [P, M, 3]`` -> ``[P, M, C_out]``."""
+        index = ball_query(points, centres, self.radius, self.neighbours, mode=self.grouping)
+        offsets = (gather_points(points, index) - centres[:, :, None]) / self.radius
+        grouped = offsets if features is None else torch.cat(
+            [offsets.to(features.dtype), gather_points(features, index)], dim=-1)
+        return self.mlp(grouped).amax(dim=-2)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm transformer block (multi-head self-attention + GELU MLP)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float, eps: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.norm1 = nn.LayerNorm(width, eps=eps)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width, eps=eps)
+        hidden = int(round(width * mlp_ratio))
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, width))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, width = x.shape
+        qkv = self.qkv(self.norm1(x)).reshape(batch, length, 3, self.heads, width // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        attn = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.drop(self.proj(attn.transpose(1, 2).reshape(batch, length, width)))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class Point4DEncoder(nn.Module):
+    """POINT4D encoder: ``points [B, T, N, 3]`` (metres) -> :class:`Point4DOutput`."""
+
+    def __init__(self, config: Point4DConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or Point4DConfig()
+        eps = config.layer_norm_eps
+        self.sa1 = SetAbstraction(0, config.sa1_channels, config.sa1_radius, config.sa1_neighbours,
+                                  config.grouping, eps)
+        self.sa2 = SetAbstraction(config.sa1_channels[-1], config.sa2_channels, config.sa2_radius,
+                                  config.sa2_neighbours, config.grouping, eps)
+        width = config.hidden_size
+        self.token_proj = (nn.Identity() if config.sa2_channels[-1] == width
+                           else nn.Linear(config.sa2_channels[-1], width))
+        self.position = nn.Sequential(nn.Linear(4, width), nn.GELU(), nn.Linear(width, width))
+        self.blocks = nn.ModuleList(TransformerBlock(width, config.num_heads, config.mlp_ratio, config.dropout, eps)
+                                    for _ in range(config.num_layers))
+        self.norm = nn.LayerNorm(width, eps=eps)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    def _check_points(self, points: torch.Tensor) -> None:
+        if points.dim() != 4 or points.shape[-1] != 3:
+            raise ValueError(f"points must be [B, T, N, 3], got {tuple(points.shape)}")
+        if not points.is_floating_point():
+            raise ValueError(f"points must be floating point, got {points.dtype}")
+        if points.shape[2] < self.config.sa1_centroids:
+            raise ValueError(f"points has N={points.shape[2]} per frame, fewer than "
+                             f"sa1_centroids={self.config.sa1_centroids}")
+        if points.shape[0] * points.shape[1] == 0:
+            raise ValueError(f"points has no frames: shape {tuple(points.shape)}")
+        if not bool(torch.isfinite(points).all()):
+            raise ValueError("points contains NaN or Inf coordinates")
+
+    def encode_frames(self, points: torch.Tensor) -> FrameTokens:
+        """Per-frame set abstraction of ``points [B, T, N, 3]``; frame t depends on frame t only."""
+        self._check_points(points)
+        batch, frames, n, _ = points.shape
+        flat = points.reshape(batch * frames, n, 3).float()
+        index1 = farthest_point_sample(flat, self.config.sa1_centroids)
+        centres1 = gather_points(flat, index1)
+        features1 = self.sa1(flat, None, centres1)
+        index2 = farthest_point_sample(centres1, self.config.sa2_centroids)
+        centres2 = gather_points(centres1, index2)
+        features2 = self.token_proj(self.sa2(centres1, features1, centres2))
+        m = self.config.sa2_centroids
+        return FrameTokens(features=features2.reshape(batch, frames, m, -1),
+                           centres=centres2.reshape(batch, frames, m, 3),
+                           point_index=index1.gather(1, index2).reshape(batch, frames, m))
+
+    def position_encoding(self, centres: torch.Tensor) -> torch.Tensor:
+        """Learned 4D encoding ``[B, T, M, C]`` of ``centres [B, T, M, 3]`` and their frame index."""
+        frames = centres.shape[1]
+        t = torch.arange(frames, device=centres.device, dtype=centres.dtype) * self.config.time_scale
+        t = t.reshape(1, frames, 1, 1).expand(*centres.shape[:-1], 1)
+        return self.position(torch.cat([centres, t], dim=-1))
+
+    def token_embeddings(self, frame_tokens: FrameTokens) -> torch.Tensor:
+        """Transformer input ``[B, T*M, C]``: token features + 4D position, frame-major order."""
+        x = frame_tokens.features + self.position_encoding(frame_tokens.centres)
+        return x.flatten(1, 2)
+
+    def encode_tokens(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Run the transformer on ``embeddings [B, L, C]`` (any token subset) -> ``[B, L, C]``."""
+        x = embeddings
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def encode_window(self, frame_tokens: FrameTokens) -> Point4DOutput:
+        """Mix all (frame, centroid) tokens of a window; t = position of the frame in it."""
+        batch, frames, m, _ = frame_tokens.features.shape
+        x = self.encode_tokens(self.token_embeddings(frame_tokens)).reshape(batch, frames, m, -1)
+        return Point4DOutput(token_features=x, token_centres=frame_tokens.centres,
+                             token_point_index=frame_tokens.point_index, clip_feature=x.mean(dim=(1, 2)))
+
+    def forward(self, points: torch.Tensor) -> Point4DOutput:
+        return self.encode_window(self.encode_frames(points))
+
+    def point_features(self, output: Point4DOutput, points: torch.Tensor,
+                       neighbours: int | None = None) -> torch.Tensor:
+        """Per-point features ``[B, T, N, C]``: each point takes its nearest token's feature in its
+        own frame (``neighbours=1``) or an inverse-distance blend of the ``neighbours`` nearest."""
+        if points.shape[:2] != output.token_centres.shape[:2] or points.shape[-1] != 3:
+            raise ValueError(f"points {tuple(points.shape)} must be [B, T, N, 3] matching the output's "
+                             f"[B, T] = {tuple(output.token_centres.shape[:2])}")
+        k = neighbours or self.config.point_feature_neighbours
+        return interpolate_features(points.float(), output.token_centres, output.token_features, k=k)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (each atomically)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        _atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(state, path, metadata={"format": "pt"}))
+        text = json.dumps(self.config.to_dict(), indent=2)
+        _atomic_write(directory / CONFIG_NAME, lambda path: Path(path).write_text(text))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu"
+                        ) -> "Point4DEncoder":
+        """Load an encoder written by :meth:`save_pretrained`."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"Point4DEncoder.from_pretrained: missing {path}")
+        try:
+            config = Point4DConfig.from_dict(json.loads(config_path.read_text()))
+        except (json.JSONDecodeError, TypeError, ValueError) as error:
+            raise ValueError(f"invalid POINT4D config {config_path}: {error}") from error
+        model = cls(config)
+        try:
+            state = load_file(str(weights_path), device=str(map_location))
+            model.load_state_dict(state, strict=True)
+        except Exception as error:  # safetensors raises its own error types for corrupt files
+            raise ValueError(f"cannot load POINT4D weights {weights_path}: {error}") from error
+        return model.to(map_location)
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

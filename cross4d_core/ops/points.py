@@ -1,0 +1,174 @@
+"""Farthest point sampling, ball query, kNN, gathering and inverse-distance interpolation.
+
+Shapes: point sets are ``[..., N, 3]`` with any number of leading (batch, frame) dims,
+which are flattened internally so one vectorised op serves all of them. Distances are
+Euclidean, in the units of the points, computed from coordinate differences (not the
+``|a|^2 + |b|^2 - 2ab`` expansion) so radius tests stay exact for near and far points.
+The selection ops run without autograd and in float32 even under autocast.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _check_points(name: str, points: torch.Tensor) -> None:
+    if points.dim() < 2 or points.shape[-1] != 3:
+        raise ValueError(f"{name} must be shaped [..., N, 3], got {tuple(points.shape)}")
+    if points.shape[-2] == 0:
+        raise ValueError(f"{name} has no points (shape {tuple(points.shape)})")
+
+
+def _check_same_lead(a_name: str, a: torch.Tensor, b_name: str, b: torch.Tensor) -> None:
+    if a.shape[:-2] != b.shape[:-2]:
+        raise ValueError(
+            f"{a_name} {tuple(a.shape)} and {b_name} {tuple(b.shape)} must share leading (batch) dims"
+        )
+
+
+def pairwise_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances ``[..., n, m]`` between ``a [..., n, 3]`` and ``b [..., m, 3]``."""
+    _check_points("a", a)
+    _check_points("b", b)
+    _check_same_lead("a", a, "b", b)
+    lead = a.shape[:-2]
+    a3 = a.reshape(-1, a.shape[-2], 3).float()
+    b3 = b.reshape(-1, b.shape[-2], 3).float()
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        d = torch.cdist(a3, b3, compute_mode="donot_use_mm_for_euclid_dist")
+    return d.reshape(*lead, a.shape[-2], b.shape[-2])
+
+
+@torch.no_grad()
+def farthest_point_sample(points: torch.Tensor, num_samples: int, start_index: int = 0) -> torch.Tensor:
+    """Indices ``[..., num_samples]`` of farthest-point samples of ``points [..., N, 3]``.
+
+    Deterministic: every set starts at ``start_index`` and ties go to the lowest index.
+    When a set has fewer distinct points than ``num_samples`` (duplicates), the remaining
+    samples repeat already chosen points. Vectorised over all sets; the Python loop runs
+    over the samples only.
+    """
+    _check_points("points", points)
+    n = points.shape[-2]
+    if not 1 <= num_samples <= n:
+        raise ValueError(f"num_samples must be in [1, N={n}], got {num_samples}")
+    if not 0 <= start_index < n:
+        raise ValueError(f"start_index must be in [0, N={n}), got {start_index}")
+    lead = points.shape[:-2]
+    # Channel-first [3, P, N]: each coordinate plane is contiguous for the per-step update.
+    xyz = points.reshape(-1, n, 3).float().permute(2, 0, 1).contiguous()
+    num_sets = xyz.shape[1]
+    rows = torch.arange(num_sets, device=points.device)
+    chosen = torch.empty(num_sets, num_samples, dtype=torch.long, device=points.device)
+    nearest = torch.full((num_sets, n), math.inf, device=points.device)
+    step = torch.empty_like(nearest)
+    diff = torch.empty_like(nearest)
+    current = torch.full((num_sets,), start_index, dtype=torch.long, device=points.device)
+    for i in range(num_samples):
+        chosen[:, i] = current
+        if i == num_samples - 1:
+            break
+        centre = xyz[:, rows, current]  # [3, P]
+        torch.sub(xyz[0], centre[0, :, None], out=diff)
+        torch.mul(diff, diff, out=step)
+        for c in (1, 2):
+            torch.sub(xyz[c], centre[c, :, None], out=diff)
+            step.addcmul_(diff, diff)
+        torch.minimum(nearest, step, out=nearest)
+        current = nearest.argmax(dim=-1)
+    return chosen.reshape(*lead, num_samples)
+
+
+def _repeat_pad(index: torch.Tensor, valid: torch.Tensor, fallback: torch.Tensor, k: int) -> torch.Tensor:
+    """Replace invalid slots of ``index [..., kk]`` by its first valid entry (or ``fallback``)."""
+    first = torch.where(valid[..., 0], index[..., 0], fallback)
+    index = torch.where(valid, index, first[..., None])
+    if index.shape[-1] < k:
+        index = torch.cat([index, first[..., None].expand(*first.shape, k - index.shape[-1])], dim=-1)
+    return index
+
+
+@torch.no_grad()
+def ball_query(points: torch.Tensor, centres: torch.Tensor, radius: float, k: int,
+               mode: str = "first") -> torch.Tensor:
+    """Neighbour indices ``[..., M, k]`` into ``points [..., N, 3]`` for ``centres [..., M, 3]``.
+
+    A point is a neighbour when its distance is strictly below ``radius``.
+
+    * ``mode="first"``: the first ``k`` neighbours in index order (the semantics of the
+      common PointNet++ CUDA kernel);
+    * ``mode="nearest"``: the ``k`` nearest neighbours inside the ball, nearest first.
+
+    Missing slots repeat the first found neighbour. A centre with no point inside the
+    ball gets its nearest point (the CUDA kernels would return index 0, a wrong point).
+    """
+    _check_points("points", points)
+    _check_points("centres", centres)
+    _check_same_lead("centres", centres, "points", points)
+    if not radius > 0 or not math.isfinite(radius):
+        raise ValueError(f"radius must be a positive finite number, got {radius}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if mode not in ("first", "nearest"):
+        raise ValueError(f"mode must be 'first' or 'nearest', got {mode!r}")
+    n = points.shape[-2]
+    dist = pairwise_distances(centres, points)  # [..., M, N]
+    inside = dist < radius
+    if mode == "first":
+        order = torch.arange(n, device=points.device, dtype=torch.float32).expand_as(dist)
+        key = torch.where(inside, order, math.inf)
+    else:
+        key = torch.where(inside, dist, math.inf)
+    values, index = key.topk(min(k, n), dim=-1, largest=False, sorted=True)
+    return _repeat_pad(index, torch.isfinite(values), dist.argmin(dim=-1), k)
+
+
+@torch.no_grad()
+def knn(query: torch.Tensor, points: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` nearest ``points [..., N, 3]`` of each ``query [..., M, 3]``.
+
+    Returns ``(distances [..., M, k], indices [..., M, k])``, nearest first.
+    """
+    _check_points("query", query)
+    _check_points("points", points)
+    n = points.shape[-2]
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, N={n}], got {k}")
+    dist = pairwise_distances(query, points)
+    return dist.topk(k, dim=-1, largest=False, sorted=True)
+
+
+def gather_points(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Gather rows of ``values [*L, N, C]`` at ``index [*L, *S]`` -> ``[*L, *S, C]`` (differentiable)."""
+    lead = values.shape[:-2]
+    if index.shape[: len(lead)] != lead:
+        raise ValueError(
+            f"index {tuple(index.shape)} must start with the leading dims {tuple(lead)} of values {tuple(values.shape)}"
+        )
+    n, channels = values.shape[-2:]
+    sample_shape = index.shape[len(lead):]
+    flat_values = values.reshape(-1, n, channels)
+    flat_index = index.reshape(flat_values.shape[0], -1)
+    out = flat_values.gather(1, flat_index[..., None].expand(-1, -1, channels))
+    return out.reshape(*lead, *sample_shape, channels)
+
+
+def interpolate_features(query: torch.Tensor, points: torch.Tensor, features: torch.Tensor,
+                         k: int = 3, eps: float = 1e-8) -> torch.Tensor:
+    """Inverse-distance interpolation of ``features [..., M, C]`` at ``points [..., M, 3]`` onto ``query [..., n, 3]``.
+
+    Uses the ``min(k, M)`` nearest points with weights ``1 / (distance + eps)``
+    (normalised); ``k=1`` copies the nearest point's feature, ``k=3`` is PointNet++'s
+    feature propagation. A query on top of a point takes (almost exactly) its feature.
+    Returns ``[..., n, C]``.
+    """
+    if features.shape[:-1] != points.shape[:-1]:
+        raise ValueError(f"features {tuple(features.shape)} must match points {tuple(points.shape)} in [..., M]")
+    dist, index = knn(query, points, min(k, points.shape[-2]))
+    neighbours = gather_points(features, index)  # [..., n, k, C]
+    if index.shape[-1] == 1:
+        return neighbours[..., 0, :]
+    weights = 1.0 / (dist + eps)
+    weights = weights / weights.sum(dim=-1, keepdim=True)
+    return (neighbours * weights[..., None].to(neighbours.dtype)).sum(dim=-2)

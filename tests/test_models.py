@@ -1,0 +1,130 @@
+"""POINT4D encoder: shapes, size of the paper config, determinism, frame locality, save/load."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cross4d_core.models import FrameTokens, Point4DConfig, Point4DEncoder, count_flops, count_parameters
+from cross4d_core.ops import gather_points
+
+
+def tiny_encoder(seed: int = 0, **overrides) -> Point4DEncoder:
+    torch.manual_seed(seed)
+    return Point4DEncoder(Point4DConfig.tiny(**overrides)).eval()
+
+
+def clip(seed: int = 0, batch: int = 2, frames: int = 4, n: int = 64) -> torch.Tensor:
+    return torch.randn(batch, frames, n, 3, generator=torch.Generator().manual_seed(seed))
+
+
+def test_output_shapes_and_token_centres_are_input_points():
+    encoder, points = tiny_encoder(), clip()
+    out = encoder(points)
+    cfg = encoder.config
+    assert out.token_features.shape == (2, 4, cfg.sa2_centroids, cfg.hidden_size)
+    assert out.token_centres.shape == (2, 4, cfg.sa2_centroids, 3)
+    assert out.token_point_index.shape == (2, 4, cfg.sa2_centroids) and out.token_point_index.dtype == torch.long
+    assert torch.equal(gather_points(points, out.token_point_index), out.token_centres)
+    torch.testing.assert_close(out.clip_feature, out.token_features.mean(dim=(1, 2)))
+    per_point = encoder.point_features(out, points)
+    assert per_point.shape == (2, 4, 64, cfg.hidden_size)
+    # Each centre point takes its own token's feature (nearest token = itself).
+    torch.testing.assert_close(gather_points(per_point, out.token_point_index), out.token_features)
+    blended = encoder.point_features(out, points, neighbours=3)
+    assert blended.shape == per_point.shape and not torch.allclose(blended, per_point)
+
+
+def test_paper_config_size_and_flops():
+    encoder = Point4DEncoder(Point4DConfig()).eval()
+    assert 3.2e6 <= count_parameters(encoder) <= 3.4e6
+    with torch.no_grad():
+        flops = count_flops(encoder, torch.rand(1, 24, 2048, 3))
+    assert 10.5e9 <= flops <= 12.5e9
+
+
+def test_count_flops_counts_linear_and_cpu_attention():
+    assert count_flops(nn.Linear(8, 5), torch.zeros(3, 8)) == 2 * 3 * 8 * 5
+    q = torch.zeros(2, 4, 10, 6)
+    assert count_flops(F.scaled_dot_product_attention, q, q, q) == 2 * (2 * 2 * 4 * 10 * 10 * 6)
+    assert count_parameters(nn.Linear(8, 5)) == 45
+    frozen = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1)).requires_grad_(False)
+    assert count_parameters(frozen, trainable_only=True) == 0
+
+
+def test_same_seed_same_output_and_split_equals_forward():
+    points = clip(1)
+    a, b = tiny_encoder(7), tiny_encoder(7)
+    out_a, out_b = a(points), b(points)
+    assert torch.equal(out_a.token_features, out_b.token_features)
+    split = a.encode_window(a.encode_frames(points))
+    assert torch.equal(split.token_features, out_a.token_features)
+    assert torch.equal(split.clip_feature, out_a.clip_feature)
+    assert not torch.allclose(tiny_encoder(8)(points).clip_feature, out_a.clip_feature)
+
+
+def test_frame_tokens_are_frame_local_and_cacheable():
+    encoder, points = tiny_encoder(), clip(2)
+    tokens = encoder.encode_frames(points)
+    changed = points.clone()
+    changed[:, 1:] = torch.randn_like(changed[:, 1:]) * 3
+    tokens_changed = encoder.encode_frames(changed)
+    torch.testing.assert_close(tokens_changed.features[:, 0], tokens.features[:, 0], rtol=0, atol=1e-6)
+    assert torch.equal(tokens_changed.point_index[:, 0], tokens.point_index[:, 0])
+    # A sliding window built from per-frame cached tokens equals encoding the window at once.
+    singles = [encoder.encode_frames(points[:, t:t + 1]) for t in range(4)]
+    cached = FrameTokens.concat(singles[1:])
+    direct = encoder(points[:, 1:])
+    torch.testing.assert_close(encoder.encode_window(cached).token_features, direct.token_features,
+                               rtol=0, atol=1e-5)
+    assert torch.equal(tokens.frames(2).point_index, singles[2].point_index)
+    # The transformer mixes frames: changing frame 1 changes frame 0's output tokens.
+    assert not torch.allclose(encoder(changed).token_features[:, 0], encoder(points).token_features[:, 0])
+
+
+def test_save_and_load_round_trip(tmp_path):
+    encoder, points = tiny_encoder(3, grouping="first"), clip(3)
+    encoder.save_pretrained(tmp_path / "enc")
+    assert sorted(p.name for p in (tmp_path / "enc").iterdir()) == ["config.json", "model.safetensors"]
+    loaded = Point4DEncoder.from_pretrained(tmp_path / "enc").eval()
+    assert loaded.config == encoder.config
+    assert torch.equal(loaded(points).token_features, encoder(points).token_features)
+    config = json.loads((tmp_path / "enc" / "config.json").read_text())
+    config["sa1_radius"] = -1
+    (tmp_path / "enc" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="sa1_radius"):
+        Point4DEncoder.from_pretrained(tmp_path / "enc")
+    (tmp_path / "enc" / "config.json").write_text(json.dumps(encoder.config.to_dict()))
+    (tmp_path / "enc" / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match="model.safetensors"):
+        Point4DEncoder.from_pretrained(tmp_path / "enc")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        Point4DEncoder.from_pretrained(tmp_path / "missing")
+
+
+def test_bad_inputs_and_configs_raise_clear_errors():
+    encoder = tiny_encoder()
+    with pytest.raises(ValueError, match=r"\[B, T, N, 3\]"):
+        encoder(torch.zeros(4, 64, 3))
+    bad = clip()
+    bad[0, 1, 5, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        encoder(bad)
+    with pytest.raises(ValueError, match="sa1_centroids"):
+        encoder(torch.zeros(1, 2, 10, 3))
+    with pytest.raises(ValueError, match="num_heads"):
+        Point4DConfig.tiny(hidden_size=30)
+    with pytest.raises(ValueError, match="grouping"):
+        Point4DConfig.tiny(grouping="random")
+    with pytest.raises(ValueError, match="unknown keys"):
+        Point4DConfig.from_dict({"hidden": 3})
+
+
+def test_degenerate_frames_give_finite_features():
+    encoder = tiny_encoder()
+    points = torch.zeros(1, 4, 64, 3)  # every point at the origin (duplicates)
+    points[0, 2] = 1e-7 * torch.randn(64, 3)
+    out = encoder(points)
+    assert torch.isfinite(out.token_features).all()
+    assert torch.isfinite(encoder.point_features(out, points, neighbours=3)).all()

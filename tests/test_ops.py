@@ -1,0 +1,155 @@
+"""Point ops against brute-force references (exact on a half-integer grid, so ties are exercised)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cross4d_core.ops import ball_query, farthest_point_sample, gather_points, interpolate_features, knn
+
+
+@st.composite
+def grid_clouds(draw, max_sets=3, min_points=1, max_points=24):
+    """[S, N, 3] clouds on a 0.5 m grid (exact float32 distances; duplicates likely)."""
+    sets = draw(st.integers(1, max_sets))
+    n = draw(st.integers(min_points, max_points))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    coords = rng.integers(-3, 4, size=(sets, n, 3)).astype(np.float32) * 0.5
+    return torch.from_numpy(coords)
+
+
+def brute_fps(points: np.ndarray, m: int) -> list[int]:
+    d2 = [math.inf] * len(points)
+    chosen, current = [], 0
+    for _ in range(m):
+        chosen.append(current)
+        for j, p in enumerate(points):
+            d2[j] = min(d2[j], float(((p - points[current]) ** 2).sum()))
+        current = int(np.argmax(d2))  # first maximum
+    return chosen
+
+
+@given(grid_clouds(), st.data())
+def test_farthest_point_sample_matches_brute_force(clouds, data):
+    m = data.draw(st.integers(1, clouds.shape[1]))
+    got = farthest_point_sample(clouds, m)
+    assert got.shape == (clouds.shape[0], m) and got.dtype == torch.long
+    for s in range(clouds.shape[0]):
+        assert got[s].tolist() == brute_fps(clouds[s].numpy().astype(np.float64), m)
+
+
+def test_farthest_point_sample_batched_leading_dims_and_spread():
+    torch.manual_seed(0)
+    points = torch.rand(2, 3, 50, 3)
+    idx = farthest_point_sample(points, 10)
+    assert idx.shape == (2, 3, 10)
+    assert torch.equal(idx[1, 2], farthest_point_sample(points[1, 2], 10))
+    assert all(len(set(row.tolist())) == 10 for row in idx.reshape(-1, 10))  # distinct points -> distinct samples
+
+
+def test_farthest_point_sample_all_duplicates_at_origin_ties_to_lowest_index():
+    points = torch.zeros(2, 16, 3)
+    assert farthest_point_sample(points, 5, start_index=3).tolist() == [[3, 0, 0, 0, 0]] * 2
+    two = torch.tensor([[1.0, 0, 0]] * 3 + [[0.0, 0, 0]] * 3)  # two distinct locations, duplicated
+    assert farthest_point_sample(two, 4).tolist() == [0, 3, 0, 0]
+
+
+def test_farthest_point_sample_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="num_samples"):
+        farthest_point_sample(torch.zeros(10, 3), 11)
+    with pytest.raises(ValueError, match=r"\[\.\.\., N, 3\]"):
+        farthest_point_sample(torch.zeros(10, 2), 3)
+
+
+def brute_ball(points: np.ndarray, centre: np.ndarray, r2: float, k: int, mode: str) -> list[int]:
+    d2 = ((points - centre) ** 2).sum(-1)
+    inside = [j for j in range(len(points)) if d2[j] < r2]
+    if mode == "nearest":
+        inside = sorted(inside, key=lambda j: d2[j])
+    inside = inside[:k]
+    if not inside:
+        inside = [int(np.argmin(d2))]
+    return inside + [inside[0]] * (k - len(inside))
+
+
+@given(grid_clouds(min_points=2), st.data())
+def test_ball_query_matches_brute_force(clouds, data):
+    mode = data.draw(st.sampled_from(["first", "nearest"]))
+    k = data.draw(st.integers(1, clouds.shape[1] + 3))
+    r2 = data.draw(st.sampled_from([0.125, 0.375, 0.625, 1.125, 2.375])) # between grid d^2 values
+    centres = torch.from_numpy(np.random.default_rng(k).integers(-3, 4, size=(clouds.shape[0], 4, 3))
+                               .astype(np.float32) * 0.5)
+    got = ball_query(clouds, centres, math.sqrt(r2), k, mode=mode)
+    assert got.shape == (clouds.shape[0], 4, k)
+    pts = clouds.numpy().astype(np.float64)
+    for s in range(clouds.shape[0]):
+        for c in range(4):
+            expected = brute_ball(pts[s], centres[s, c].numpy(), r2, k, mode)
+            row = got[s, c].tolist()
+            if mode == "first":
+                assert row == expected
+            else:  # equal distances may come in any order: compare the distance sequence
+                dist = lambda js: [float(((pts[s][j] - centres[s, c].numpy()) ** 2).sum()) for j in js]
+                assert dist(row) == dist(expected)
+                assert set(row) <= set(expected) | {j for j in range(len(pts[s])) if dist([j])[0] < r2}
+
+
+def test_ball_query_pads_by_repeating_and_never_zero():
+    points = torch.tensor([[[5.0, 5, 5], [0, 0, 0], [0.1, 0, 0], [3, 3, 3]]])
+    centres = torch.tensor([[[0.0, 0, 0], [3.05, 3, 3], [-9.0, -9, -9]]])
+    got = ball_query(points, centres, 0.5, 4)
+    assert got.tolist() == [[[1, 2, 1, 1], [3, 3, 3, 3], [1, 1, 1, 1]]]  # last: empty ball -> nearest point
+
+
+def test_knn_matches_brute_force():
+    torch.manual_seed(1)
+    query, points = torch.randn(2, 3, 7, 3), torch.randn(2, 3, 30, 3)
+    dist, idx = knn(query, points, 5)
+    ref = torch.cdist(query.double(), points.double()).sort(dim=-1)
+    torch.testing.assert_close(dist.double(), ref.values[..., :5], rtol=0, atol=1e-5)
+    torch.testing.assert_close(idx, ref.indices[..., :5])
+    with pytest.raises(ValueError, match="k must be"):
+        knn(query, points, 31)
+
+
+def test_gather_points_matches_indexing_and_backprops():
+    torch.manual_seed(2)
+    values = torch.randn(2, 3, 10, 4, requires_grad=True)
+    index = torch.randint(10, (2, 3, 5, 6))
+    got = gather_points(values, index)
+    expected = torch.stack([torch.stack([values[b, t][index[b, t]] for t in range(3)]) for b in range(2)])
+    assert torch.equal(got, expected)
+    got.sum().backward()
+    counts = torch.zeros(2, 3, 10).scatter_add_(-1, index.reshape(2, 3, -1), torch.ones(2, 3, 30))
+    torch.testing.assert_close(values.grad, counts[..., None].expand(-1, -1, -1, 4))
+    with pytest.raises(ValueError, match="leading dims"):
+        gather_points(values, torch.zeros(3, 2, 1, dtype=torch.long))
+
+
+def test_interpolate_features_matches_brute_force_weights():
+    torch.manual_seed(3)
+    query, points, feats = torch.randn(2, 9, 3), torch.randn(2, 12, 3), torch.randn(2, 12, 5)
+    got = interpolate_features(query, points, feats, k=3)
+    q, p, f = query.double().numpy(), points.double().numpy(), feats.double().numpy()
+    for b in range(2):
+        for i in range(9):
+            d = np.sqrt(((p[b] - q[b, i]) ** 2).sum(-1))
+            near = np.argsort(d)[:3]
+            w = 1 / (d[near] + 1e-8)
+            np.testing.assert_allclose(got[b, i].numpy(), (w[:, None] * f[b, near]).sum(0) / w.sum(), atol=1e-5)
+    nearest = interpolate_features(query, points, feats, k=1)
+    idx = torch.cdist(query, points).argmin(-1)
+    assert torch.equal(nearest, gather_points(feats, idx))
+
+
+def test_interpolate_features_on_points_and_duplicates_is_finite_and_exact():
+    points = torch.zeros(1, 4, 3)  # all duplicates at the origin
+    feats = torch.full((1, 4, 2), 7.0)
+    out = interpolate_features(torch.zeros(1, 3, 3), points, feats)
+    assert torch.isfinite(out).all() and torch.allclose(out, torch.full_like(out, 7.0))
+    torch.manual_seed(4)
+    points, feats = torch.randn(1, 6, 3), torch.randn(1, 6, 3)
+    torch.testing.assert_close(interpolate_features(points, points, feats), feats, atol=1e-5, rtol=0)
