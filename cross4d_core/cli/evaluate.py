@@ -1,0 +1,176 @@
+"""Evaluation commands on a pretrained checkpoint directory (``cross4d pretrain`` output):
+
+* ``cross4d probe``     linear probe on frozen mean-pooled features; saves the classifier
+                        into the checkpoint directory (what the ROS perception node loads)
+* ``cross4d transfer``  the same probe on another dataset (pretrain on A, probe on B)
+* ``cross4d finetune``  label-efficient fine-tuning, pretrained vs scratch, per label fraction
+* ``cross4d segment``   per-point part probe (mIoU / mAcc / OA) and temporal correspondence
+
+Each writes ``<name>_results.json`` into its output directory.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cross4d_core.cli.train import add_config_arguments
+
+
+def register(subparsers) -> None:
+    specs = {
+        "probe": ("linear probe of a pretrained encoder; saves classifier.safetensors", "probe.yaml", run_probe),
+        "transfer": ("cross-domain linear probe (pretrained on A, probed on B)", "probe.yaml", run_transfer),
+        "finetune": ("label-efficient fine-tuning over label fractions", "finetune.yaml", run_finetune),
+        "segment": ("per-point part probe and temporal correspondence accuracy", "segment.yaml", run_segment),
+    }
+    for name, (help_text, yaml_name, handler) in specs.items():
+        p = subparsers.add_parser(name, help=help_text, description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--checkpoint", required=True, help="pretrained checkpoint directory (encoder.safetensors)")
+        p.add_argument("--dataset", required=True, help="dataset root (on-disk format)")
+        p.add_argument("--out", default=None, help="output directory (default: see the command)")
+        add_config_arguments(p, f"config/train/{yaml_name}")
+        if name == "finetune":
+            p.add_argument("--resume", action="store_true", help="continue unfinished fine-tuning runs")
+        p.set_defaults(func=handler)
+
+
+def _clip_sets(dataset_root: str, data, model_config, with_train: bool = True):
+    from cross4d_core.data.clips import ClipDataset
+
+    kwargs = dict(frames=data.frames or model_config.num_frames, frame_step=data.frame_step,
+                  clip_stride=data.clip_stride, num_points=data.num_points or model_config.num_points,
+                  short_video=data.short_video, seed=data.seed)
+    train = ClipDataset(dataset_root, split=data.train_split, **kwargs) if with_train else None
+    test = ClipDataset(dataset_root, split=data.test_split, **kwargs)
+    for split, clips in ((data.train_split, train), (data.test_split, test)):
+        if clips is not None and len(clips) == 0:
+            raise ValueError(f"{dataset_root}: split {split!r} gives no {kwargs['frames']}-frame clips "
+                             f"({clips.num_videos} videos, {len(clips.short_videos)} short videos with "
+                             f"short_video={data.short_video!r}, {len(clips.empty_videos)} empty)")
+    return train, test
+
+
+def _probe(args, kind: str) -> int:
+    from cross4d_core.evaluation.config import ProbeRunConfig
+    from cross4d_core.evaluation.protocols import run_linear_probe
+    from cross4d_core.training.checkpoint import load_encoder, save_classifier, save_encoder, write_json_atomic
+    from cross4d_core.training.config import config_to_dict, load_config
+    from cross4d_core.training.distributed import resolve_device
+
+    config = load_config(ProbeRunConfig, args.config, args.overrides)
+    device = resolve_device(config.device)
+    encoder, meta = load_encoder(args.checkpoint, device)
+    train, test = _clip_sets(args.dataset, config.data, encoder.config)
+    labels = train.label_names
+    results, head = run_linear_probe(encoder, train, test, len(labels), config.probe, device=device,
+                                     amp=config.amp, batch_size=config.data.batch_size)
+    default_out = Path(args.checkpoint) if kind == "probe" else \
+        Path(args.checkpoint) / f"transfer_{Path(args.dataset).resolve().name}"
+    out = Path(args.out) if args.out else default_out
+    if out.resolve() != Path(args.checkpoint).resolve():
+        out.mkdir(parents=True, exist_ok=True)
+        save_encoder(out, encoder.cpu(), model_id=meta.get("model_id", ""), normalisation=meta.get("normalisation"),
+                     extra={k: v for k, v in meta.items() if k not in ("model_config", "label_names")})
+    normalisation = dict(train.dataset.manifest.get("normalisation") or {})
+    save_classifier(out, head, labels, extra={"normalisation": normalisation,
+                                              "probe_data": str(Path(args.dataset).resolve()),
+                                              "frames": train.frames, "num_points": train.num_points})
+    results.update({"protocol": kind, "checkpoint": str(Path(args.checkpoint).resolve()),
+                    "model_id": meta.get("model_id"), "pretrain_data": meta.get("pretrain_data"),
+                    "dataset": str(Path(args.dataset).resolve()), "label_names": labels,
+                    "config": config_to_dict(config)})
+    write_json_atomic(out / f"{kind}_results.json", results)
+    print(f"{kind}: test video accuracy {results['test']['video_accuracy']:.4f} "
+          f"(clip {results['test']['clip_accuracy']:.4f}) -> {out}")
+    return 0
+
+
+def _guard(fn):
+    def handler(args) -> int:
+        from cross4d_core.training.checkpoint import CheckpointError
+        from cross4d_core.training.config import ConfigError
+        from cross4d_core.training.trainer import NonFiniteLossError
+
+        try:
+            return fn(args)
+        except (ConfigError, CheckpointError, NonFiniteLossError, FileNotFoundError, ValueError) as exc:
+            print(f"cross4d {args.command}: error: {exc}", file=sys.stderr)
+            return 1
+    return handler
+
+
+@_guard
+def run_probe(args) -> int:
+    return _probe(args, "probe")
+
+
+@_guard
+def run_transfer(args) -> int:
+    return _probe(args, "transfer")
+
+
+@_guard
+def run_finetune(args) -> int:
+    from cross4d_core.evaluation.config import FinetuneRunConfig
+    from cross4d_core.evaluation.protocols import run_finetune as finetune
+    from cross4d_core.models import Point4DEncoder
+    from cross4d_core.training.checkpoint import load_encoder, write_json_atomic
+    from cross4d_core.training.config import config_to_dict, load_config
+    from cross4d_core.training.distributed import init_distributed, shutdown_distributed
+
+    config = load_config(FinetuneRunConfig, args.config, args.overrides)
+    info = init_distributed(config.device)
+    try:
+        pretrained, meta = load_encoder(args.checkpoint, "cpu")
+        train, test = _clip_sets(args.dataset, config.data, pretrained.config)
+
+        def make_encoder(init: str):
+            if init == "pretrained":
+                return load_encoder(args.checkpoint, "cpu")[0].train()
+            if init == "scratch":
+                return Point4DEncoder(pretrained.config)
+            raise ValueError(f"finetune inits must be 'pretrained' or 'scratch', got {init!r}")
+
+        out = Path(args.out) if args.out else Path(args.checkpoint) / "finetune"
+        results = finetune(make_encoder, pretrained.hidden_size, train, test, len(train.label_names), config,
+                           out, resume=args.resume)
+        if info.is_main:
+            results.update({"protocol": "finetune", "checkpoint": str(Path(args.checkpoint).resolve()),
+                            "model_id": meta.get("model_id"), "dataset": str(Path(args.dataset).resolve()),
+                            "train_data_clips": len(train), "config": config_to_dict(config)})
+            write_json_atomic(out / "finetune_results.json", results)
+            for key, run in results["runs"].items():
+                print(f"finetune {key}: test video accuracy {run['test']['video_accuracy']:.4f}")
+    finally:
+        shutdown_distributed()
+    return 0
+
+
+@_guard
+def run_segment(args) -> int:
+    from cross4d_core.evaluation.config import SegmentRunConfig
+    from cross4d_core.evaluation.protocols import dataset_report
+    from cross4d_core.evaluation.segmentation import run_segmentation_probe
+    from cross4d_core.training.checkpoint import load_encoder, write_json_atomic
+    from cross4d_core.training.config import config_to_dict, load_config
+    from cross4d_core.training.distributed import resolve_device
+
+    config = load_config(SegmentRunConfig, args.config, args.overrides)
+    device = resolve_device(config.device)
+    encoder, meta = load_encoder(args.checkpoint, device)
+    train, test = _clip_sets(args.dataset, config.data, encoder.config)
+    part_names = train.dataset.manifest.get("part_names")
+    results, _ = run_segmentation_probe(encoder, train, test, len(part_names) if part_names else None,
+                                        config.segment, device=device, amp=config.amp)
+    if not results:
+        raise ValueError(f"{args.dataset}: clips carry neither part labels nor tracks; nothing to evaluate")
+    results.update({"protocol": "segment", "checkpoint": str(Path(args.checkpoint).resolve()),
+                    "model_id": meta.get("model_id"), "dataset": str(Path(args.dataset).resolve()),
+                    "part_names": part_names, "train_data": dataset_report(train), "test_data": dataset_report(test),
+                    "config": config_to_dict(config)})
+    out = Path(args.out) if args.out else Path(args.checkpoint)
+    write_json_atomic(out / "segment_results.json", results)
+    print(f"segment: mIoU {results.get('miou')}, correspondence {results.get('correspondence')} -> {out}")
+    return 0

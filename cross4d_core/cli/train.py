@@ -1,0 +1,121 @@
+"""``cross4d pretrain``: pretrain the POINT4D student with one objective (dense | global | intra | none).
+
+Runs as one process or under ``torchrun`` (DDP). Writes ``<out_dir>/encoder.safetensors``,
+``config.json`` (the checkpoint directory the ROS nodes and ``cross4d probe`` read),
+``pretrain_results.json``, resumable checkpoints in ``checkpoints/`` and TensorBoard logs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, default_config: str | None) -> None:
+    parser.add_argument("--config", default=default_config, help="YAML config (default: %(default)s)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set optim.lr=1e-3 (repeatable)")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("pretrain", help="pretrain the POINT4D student (torchrun for multi-GPU)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(p, "config/train/pretrain_dense.yaml")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
+    p.set_defaults(func=run_pretrain)
+
+
+def build_model_config(model_cfg):
+    """``Point4DConfig`` from a :class:`ModelConfig` (preset ``paper`` or ``tiny`` + overrides)."""
+    from cross4d_core.models import Point4DConfig
+
+    if model_cfg.preset == "paper":
+        return Point4DConfig(**model_cfg.overrides)
+    if model_cfg.preset == "tiny":
+        return Point4DConfig.tiny(**model_cfg.overrides)
+    raise ValueError(f"model.preset must be 'paper' or 'tiny', got {model_cfg.preset!r}")
+
+
+def build_pretrain_dataset(data_cfg):
+    """The training dataset: a target cache (``source: targets``) or clips (``source: clips``)."""
+    if not data_cfg.path:
+        raise ValueError("data.path is empty: set it in the config or with --set data.path=DIR")
+    if data_cfg.source == "targets":
+        from cross4d_core.targets import TargetCache
+        return TargetCache(data_cfg.path)
+    if data_cfg.source == "clips":
+        from cross4d_core.data.clips import ClipDataset
+        return ClipDataset(data_cfg.path, split=data_cfg.split, frames=data_cfg.frames,
+                           frame_step=data_cfg.frame_step, clip_stride=data_cfg.clip_stride,
+                           num_points=data_cfg.num_points, short_video=data_cfg.short_video)
+    raise ValueError(f"data.source must be 'targets' or 'clips', got {data_cfg.source!r}")
+
+
+def _normalisation(dataset) -> dict:
+    manifest = getattr(getattr(dataset, "dataset", None), "manifest", None) or getattr(dataset, "manifest", {})
+    return dict(manifest.get("normalisation") or {})
+
+
+def pretrain(config, resume: bool = False) -> dict:
+    """Run pretraining for a :class:`TrainConfig`; returns the results dict (rank 0 writes files)."""
+    from cross4d_core.models import Point4DEncoder, count_parameters
+    from cross4d_core.objectives import build_objective
+    from cross4d_core.training.checkpoint import save_encoder, write_json_atomic
+    from cross4d_core.training.config import config_to_dict
+    from cross4d_core.training.distributed import barrier, init_distributed
+    from cross4d_core.training.rng import seed_everything
+    from cross4d_core.training.trainer import Trainer
+
+    info = init_distributed(config.device)
+    seed_everything(config.seed)
+    model_config = build_model_config(config.model)
+    encoder = Point4DEncoder(model_config)
+    options = dict(config.objective.options)
+    dataset = None
+    if config.objective.name != "none":
+        dataset = build_pretrain_dataset(config.data)
+        d_p = getattr(dataset, "manifest", {}).get("d_p")
+        if d_p is not None:
+            options.setdefault("target_dim", int(d_p))
+    objective = build_objective(config.objective.name, encoder, options)
+    out = Path(config.out_dir)
+    results: dict = {"objective": config.objective.name, "config": config_to_dict(config),
+                     "model_config": model_config.to_dict(), "parameters": count_parameters(encoder),
+                     "world_size": info.world_size, "device": str(info.device)}
+    if getattr(objective, "requires_training", True):
+        trainer = Trainer(config, objective, dataset, dist_info=info)
+        result = trainer.fit(resume=resume)
+        results.update({"steps": result.step, "epochs_completed": result.epoch,
+                        "epoch_losses": result.epoch_losses,
+                        "final_loss": result.step_losses[-1] if result.step_losses else None,
+                        "clips_per_second": result.clips_per_second, "wall_time_s": result.wall_time_s,
+                        "checkpoint": result.checkpoint, "resumed_from": result.resumed_from,
+                        "train_items": len(dataset)})
+    if info.is_main:
+        model_id = f"point4d-{config.objective.name}-{out.resolve().name}"
+        save_encoder(out, objective.encoder.cpu(), model_id=model_id,
+                     normalisation=_normalisation(dataset) if dataset is not None else {},
+                     extra={"objective": config.objective.name, "pretrain_data": config.data.path})
+        results["model_id"] = model_id
+        write_json_atomic(out / "pretrain_results.json", results)
+    barrier(info)
+    return results
+
+
+def run_pretrain(args) -> int:
+    from cross4d_core.training.config import ConfigError, TrainConfig, load_config
+    from cross4d_core.training.distributed import shutdown_distributed
+    from cross4d_core.training.trainer import NonFiniteLossError
+
+    try:
+        config = load_config(TrainConfig, args.config, args.overrides)
+        results = pretrain(config, resume=args.resume)
+    except (ConfigError, NonFiniteLossError, FileNotFoundError, ValueError) as exc:
+        print(f"cross4d pretrain: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutdown_distributed()
+    if "model_id" in results:  # rank 0
+        print(f"pretrained {results['objective']}: steps={results.get('steps', 0)} "
+              f"final_loss={results.get('final_loss')} -> {config.out_dir}")
+    return 0

@@ -1,0 +1,110 @@
+"""Per-point probes on frozen per-point features: part segmentation (METHOD.md protocol 4)
+and temporal correspondence (protocol 5), both over clips with ground-truth ``part`` /
+``track`` arrays (``ClipDataset.get_clip``)."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from cross4d_core.evaluation.metrics import confusion_matrix, correspondence_accuracy, segmentation_metrics
+from cross4d_core.evaluation.probe import ProbeConfig, train_linear_probe
+from cross4d_core.types import Clip
+
+
+@dataclass
+class SegmentConfig:
+    """Per-point probe settings."""
+
+    points_per_clip: int = 256
+    """Training points sampled (seeded) per clip for the per-point linear head (bounds memory:
+    the training features are held as ``clips x points_per_clip x C`` float32)."""
+    probe: ProbeConfig = field(default_factory=lambda: ProbeConfig(epochs=30, lr=1e-3, batch_size=4096))
+    batch_size: int = 8
+    correspondence_gaps: tuple[int, ...] = (8, 15)
+    correspondence_threshold: float = 0.02
+
+
+def iter_clips(dataset, batch_size: int) -> Iterator[list[Clip]]:
+    """Batches of :class:`Clip` from ``dataset.get_clip(i)``."""
+    for start in range(0, len(dataset), batch_size):
+        yield [dataset.get_clip(i) for i in range(start, min(start + batch_size, len(dataset)))]
+
+
+@torch.no_grad()
+def point_features(encoder: nn.Module, clips: list[Clip], device: torch.device, amp: bool = True) -> torch.Tensor:
+    """``[B, T, N, C]`` float32 frozen per-point features of equally sized clips."""
+    points = torch.from_numpy(np.stack([c.points for c in clips])).float().to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        out = encoder(points)
+        feats = encoder.point_features(out, points)
+    return feats.float()
+
+
+def _parts(clips: list[Clip]) -> torch.Tensor | None:
+    if any(c.part is None for c in clips):
+        return None
+    return torch.stack([torch.as_tensor(c.part, dtype=torch.int64) for c in clips])
+
+
+def run_segmentation_probe(encoder: nn.Module, train_set, test_set, num_parts: int | None = None,
+                           config: SegmentConfig = SegmentConfig(), device: torch.device | str = "cpu",
+                           amp: bool = True) -> tuple[dict, nn.Linear | None]:
+    """Fit a per-point linear head on frozen features of ``train_set``; score ``test_set``.
+
+    Returns ``(results, head)``: results hold ``miou``, ``macc``, ``overall_accuracy``
+    (when clips carry parts) and ``correspondence`` accuracy per gap (when clips carry tracks).
+    """
+    device = torch.device(device)
+    encoder = encoder.to(device).eval()
+    gen = torch.Generator().manual_seed(config.probe.seed)
+    xs, ys = [], []
+    for clips in iter_clips(train_set, config.batch_size):
+        parts = _parts(clips)
+        if parts is None:
+            continue
+        feats = point_features(encoder, clips, device, amp).cpu()
+        B, T, N, C = feats.shape
+        k = min(config.points_per_clip, T * N)
+        pick = torch.argsort(torch.rand(B, T * N, generator=gen), dim=1)[:, :k]
+        xs.append(torch.gather(feats.reshape(B, T * N, C), 1, pick[..., None].expand(-1, -1, C)).reshape(-1, C))
+        ys.append(torch.gather(parts.reshape(B, T * N), 1, pick).reshape(-1))
+    head = None
+    results: dict = {}
+    if xs:
+        x, y = torch.cat(xs), torch.cat(ys)
+        keep = y >= 0
+        num_parts = num_parts or int(y.max()) + 1
+        head = train_linear_probe(x[keep], y[keep], num_parts, config.probe, device)
+    confusion = None
+    corr = {g: [0, 0] for g in config.correspondence_gaps}
+    has_tracks = False
+    for clips in iter_clips(test_set, config.batch_size):
+        feats = point_features(encoder, clips, device, amp)
+        parts = _parts(clips)
+        if head is not None and parts is not None:
+            with torch.no_grad():
+                pred = head(feats).argmax(-1).cpu()
+            cm = confusion_matrix(pred, parts, num_parts)
+            confusion = cm if confusion is None else confusion + cm
+        for clip, f in zip(clips, feats.cpu()):
+            if clip.track is None:
+                continue
+            has_tracks = True
+            counts = correspondence_accuracy(f, torch.from_numpy(clip.points).float(), torch.as_tensor(clip.track),
+                                             config.correspondence_gaps, config.correspondence_threshold)
+            for g, (c, t) in counts.items():
+                corr[g][0] += c
+                corr[g][1] += t
+    if confusion is not None:
+        results.update(segmentation_metrics(confusion))
+        results["num_parts"] = num_parts
+        results["confusion"] = confusion.tolist()
+    if has_tracks:
+        results["correspondence"] = {str(g): {"accuracy": c / t if t else None, "correct": c, "total": t}
+                                     for g, (c, t) in corr.items()}
+        results["correspondence_threshold"] = config.correspondence_threshold
+    return results, head

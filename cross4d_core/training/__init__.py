@@ -1,0 +1,27 @@
+"""Training engine: config, trainer (AdamW, warm-up + cosine, DDP, AMP), checkpoints."""
+from cross4d_core.training.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_classifier,
+    load_encoder,
+    load_recognizer,
+    save_classifier,
+    save_encoder,
+)
+from cross4d_core.training.config import (
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    ObjectiveConfig,
+    OptimConfig,
+    TrainConfig,
+    load_config,
+)
+from cross4d_core.training.schedule import warmup_cosine_lr
+from cross4d_core.training.trainer import NonFiniteLossError, Trainer, TrainResult
+
+__all__ = [
+    "CheckpointError", "ConfigError", "DataConfig", "ModelConfig", "NonFiniteLossError", "ObjectiveConfig",
+    "OptimConfig", "TrainConfig", "TrainResult", "Trainer", "latest_checkpoint", "load_classifier",
+    "load_config", "load_encoder", "load_recognizer", "save_classifier", "save_encoder", "warmup_cosine_lr",
+]

@@ -1,0 +1,133 @@
+"""End to end through the CLI on real parts: synthetic dataset on disk (H5) -> target cache
+precomputed with a tiny random DINOv2 (H2) -> ``cross4d pretrain`` (dense, tiny POINT4D)
+-> ``probe`` / ``transfer`` / ``segment`` / ``finetune`` -> the recognizer directory."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cross4d_core.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+CLIP = ["--set", "data.frames=4", "--set", "data.num_points=64"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from transformers import Dinov2Config, Dinov2Model
+
+    from cross4d_core.data.clips import ClipDataset
+    from cross4d_core.data.synthetic import generate_synthetic_dataset
+    from cross4d_core.targets import precompute_targets
+    from cross4d_core.teachers import load_teacher
+
+    root = tmp_path_factory.mktemp("cli")
+    data = root / "synth"
+    generate_synthetic_dataset(data, num_subjects=4, videos_per_class_per_subject=1, frames=10, seed=0, classes=3,
+                               with_images=False)
+    torch.manual_seed(0)
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                             patch_size=14, image_size=42)).save_pretrained(root / "dinov2")
+    clips = ClipDataset(data, split="train", frames=4, num_points=64, clip_stride=2)
+    precompute_targets(clips, load_teacher("dinov2", str(root / "dinov2")), "render", root / "cache", d_p=16,
+                       image_size=42, shard_size=8)
+    return root, data
+
+
+def pretrain_args(root, out, *extra):
+    return ["pretrain", "--config", str(REPO / "config/train/pretrain_tiny.yaml"), "--set", f"out_dir={out}",
+            "--set", f"data.path={root / 'cache'}", *extra]
+
+
+def test_pretrain_dense_then_resume(world, capsys):
+    root, _ = world
+    out = root / "dense"
+    assert main(pretrain_args(root, out, "--set", "max_steps=3", "--set", "checkpoint_every_steps=1")) == 0
+    res = json.loads((out / "pretrain_results.json").read_text())
+    assert res["objective"] == "dense" and res["steps"] == 3 and res["resumed_from"] is None
+    assert res["train_items"] > 0 and (out / "encoder.safetensors").exists()
+    assert main(pretrain_args(root, out, "--resume", "--set", "max_steps=5")) == 0
+    res = json.loads((out / "pretrain_results.json").read_text())
+    assert res["steps"] == 5 and res["resumed_from"].endswith("step_00000003")
+    from cross4d_core.training import load_recognizer
+
+    encoder, head, labels, meta = load_recognizer(out)
+    assert head is None and meta["model_id"] == "point4d-dense-dense" and meta["model_config"]["hidden_size"] == 32
+
+
+def test_pretrain_none_exports_the_random_encoder(world):
+    root, _ = world
+    out = root / "random"
+    assert main(pretrain_args(root, out, "--set", "objective.name=none", "--set", "data.path=")) == 0
+    res = json.loads((out / "pretrain_results.json").read_text())
+    assert res["objective"] == "none" and "steps" not in res
+    assert not (out / "checkpoints").exists() and (out / "encoder.safetensors").exists()
+
+
+def test_pretrain_reports_bad_config(world, capsys):
+    root, _ = world
+    assert main(["pretrain", "--config", str(REPO / "config/train/pretrain_tiny.yaml"),
+                 "--set", f"out_dir={root / 'bad'}"]) == 1
+    assert "data.path is empty" in capsys.readouterr().err
+    assert main(pretrain_args(root, root / "bad", "--set", "optim.lrr=1")) == 1
+    assert "unknown key(s) ['optim.lrr']" in capsys.readouterr().err
+
+
+def test_pretrain_intra_on_clips_then_probe_transfer_segment_finetune(world, capsys):
+    root, data = world
+    out = root / "intra"
+    assert main(pretrain_args(root, out, "--set", "objective.name=intra", "--set", "data.source=clips",
+                              "--set", f"data.path={data}", *CLIP, "--set", "max_steps=2")) == 0
+    assert json.loads((out / "pretrain_results.json").read_text())["steps"] == 2
+
+    assert main(["probe", "--checkpoint", str(out), "--dataset", str(data), "--set", "probe.epochs=20",
+                 "--set", "device=cpu", "--set", "data.short_video=report", "--set", "data.clip_stride=2"]) == 0
+    res = json.loads((out / "probe_results.json").read_text())
+    assert 0.0 <= res["test"]["video_accuracy"] <= 1.0
+    assert res["test"]["videos"] == res["test_data"]["videos_with_clips"] == 6  # 2 test subjects x 3 classes
+    assert res["test_data"]["short_videos"] == [] and res["train_data"]["clips"] > 0
+    # 12-frame clips of 10-frame videos: every video is short, padded, and listed in the results.
+    assert main(["probe", "--checkpoint", str(out), "--dataset", str(data), "--set", "probe.epochs=2",
+                 "--set", "device=cpu", "--set", "data.frames=12", "--out", str(root / "padded")]) == 0
+    padded = json.loads((root / "padded" / "probe_results.json").read_text())
+    assert padded["test"]["videos"] == 6 and len(padded["test_data"]["short_videos"]) == 6
+    assert padded["test_data"]["short_videos"][0]["num_frames"] == 10
+    assert padded["test_data"]["short_video_policy"] == "pad"
+    assert main(["probe", "--checkpoint", str(out), "--dataset", str(data), "--set", "device=cpu",
+                 "--set", "data.frames=12", "--set", "data.short_video=report", "--out", str(root / "reported")]) == 1
+    assert "split 'train' gives no 12-frame clips (6 videos, 6 short videos with short_video='report'" \
+        in capsys.readouterr().err
+    from cross4d_core.training import load_recognizer
+
+    encoder, head, labels, meta = load_recognizer(out)
+    assert labels == res["label_names"] and head.out_features == 3 and meta["frames"] == 4
+    assert meta["normalisation"]["generator"] == "cross4d synthetic"
+
+    # Transfer writes a complete recognizer of its own (the checkpoint's classifier stays).
+    assert main(["transfer", "--checkpoint", str(out), "--dataset", str(data), "--set", "probe.epochs=5",
+                 "--set", "device=cpu"]) == 0
+    tdir = out / "transfer_synth"
+    assert json.loads((tdir / "transfer_results.json").read_text())["protocol"] == "transfer"
+    enc2, _, _, _ = load_recognizer(tdir)
+    points = torch.rand(1, 4, 64, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(enc2(points).clip_feature, encoder(points).clip_feature)
+
+    assert main(["segment", "--checkpoint", str(out), "--dataset", str(data), "--set", "device=cpu",
+                 "--set", "segment.probe.epochs=3", "--set", "segment.correspondence_gaps=[1, 3]",
+                 "--set", "data.clip_stride=3"]) == 0
+    seg = json.loads((out / "segment_results.json").read_text())
+    assert seg["num_parts"] == 15 and 0.0 <= seg["miou"] <= 1.0 and 0.0 <= seg["overall_accuracy"] <= 1.0
+    assert seg["correspondence"]["3"]["total"] > 0
+
+    assert main(["finetune", "--checkpoint", str(out), "--dataset", str(data), "--set", "device=cpu",
+                 "--set", "fractions=[0.5, 1.0]", "--set", "epochs=1", "--set", "batch_size=4",
+                 "--set", "augment.rotation_axis=y", "--set", "progress=false", "--set", "data.clip_stride=2"]) == 0
+    ft = json.loads((out / "finetune" / "finetune_results.json").read_text())
+    assert set(ft["runs"]) == {"pretrained_0.5", "scratch_0.5", "pretrained_1", "scratch_1"}
+    assert ft["runs"]["pretrained_0.5"]["train_videos"] == 3  # 1 of 2 train videos per class
+    assert ft["runs"]["pretrained_1"]["train_videos"] == 6
+    assert all(0.0 <= r["test"]["video_accuracy"] <= 1.0 for r in ft["runs"].values())
