@@ -1,0 +1,67 @@
+"""``cross4d precompute``: correspondence + frozen teacher -> fp16 target cache."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "precompute",
+        help="run the frozen teacher once and cache dense per-point targets",
+        description="Compute the point -> patch correspondence (render or camera) and the frozen teacher's "
+        "projected patch features for every clip of a dataset; writes a resumable fp16 target cache.",
+    )
+    parser.add_argument("--dataset", required=True, help="dataset root (on-disk format of `cross4d data convert`)")
+    parser.add_argument("--split", default=None, help="dataset split (default: all videos)")
+    parser.add_argument("--teacher", choices=["dinov2", "vjepa2"], default="dinov2")
+    parser.add_argument("--model", default="facebook/dinov2-large", help="Hugging Face id or local directory")
+    parser.add_argument("--source", choices=["render", "camera"], default="render")
+    parser.add_argument("--out", required=True, help="cache directory (an unfinished one is resumed)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the teacher (CUDA only)")
+    parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument("--frame-step", type=int, default=1)
+    parser.add_argument("--clip-stride", type=int, default=1)
+    parser.add_argument("--num-points", type=int, default=2048)
+    parser.add_argument("--seed", type=int, default=0, help="point sampling and projection seed")
+    parser.add_argument("--d-p", type=int, default=384, help="projected target size")
+    parser.add_argument("--projection", choices=["random", "pca"], default="random")
+    parser.add_argument("--image-size", type=int, default=126, help="render size (render mode)")
+    parser.add_argument("--splat-radius", type=int, default=1)
+    parser.add_argument("--resize", type=int, default=None,
+                        help="camera mode, dinov2: resize the shorter image side to this (default 224)")
+    parser.add_argument("--crop", type=int, default=None, help="camera mode, dinov2: square centre crop (default 224)")
+    parser.add_argument("--depth-tolerance", type=float, default=0.05, help="camera-mode occlusion tolerance (m)")
+    parser.add_argument("--shard-size", type=int, default=64)
+    parser.add_argument("--overwrite", action="store_true", help="discard an existing cache with other settings")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from cross4d_core.data import ClipDataset
+    from cross4d_core.targets import precompute_targets
+    from cross4d_core.teachers import load_teacher
+
+    clips = ClipDataset(args.dataset, split=args.split, frames=args.frames, frame_step=args.frame_step,
+                        clip_stride=args.clip_stride, num_points=args.num_points, seed=args.seed,
+                        with_images=args.source == "camera")
+    kwargs = {}
+    if args.teacher == "dinov2" and args.source == "camera":
+        kwargs = {"resize_shortest_edge": args.resize or 224, "crop": args.crop or 224}
+    elif args.teacher == "vjepa2" and args.crop:
+        kwargs = {"crop_size": args.crop}
+    teacher = load_teacher(args.teacher, args.model, device=args.device,
+                           dtype=torch.bfloat16 if args.bf16 else None, **kwargs)
+    manifest = precompute_targets(
+        clips, teacher, args.source, args.out, d_p=args.d_p, projection=args.projection, seed=args.seed,
+        image_size=args.image_size, splat_radius=args.splat_radius, depth_tolerance=args.depth_tolerance,
+        shard_size=args.shard_size, overwrite=args.overwrite, progress=True,
+        dataset_info={"root": str(args.dataset), "split": args.split, "frames": args.frames,
+                      "frame_step": args.frame_step, "clip_stride": args.clip_stride, "num_points": args.num_points,
+                      "seed": args.seed},
+    )
+    print(json.dumps({"out": args.out, **manifest["counts"]}, indent=2))
+    return 0
