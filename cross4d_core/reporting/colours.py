@@ -1,0 +1,42 @@
+"""Colour maps for figures: patch-grid colours and PCA colours of embeddings."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def patch_colours(patch: np.ndarray, grid_size: tuple[int, int]) -> np.ndarray:
+    """``[N]`` flat patch indices ``r * grid_w + c`` -> ``[N, 3]`` uint8 RGB.
+
+    Red grows with the column, green with the row, blue alternates in a checkerboard, so
+    every two patches sharing an edge differ in colour.
+    """
+    patch = np.asarray(patch, dtype=np.int64)
+    grid_h, grid_w = (int(g) for g in grid_size)
+    if grid_h <= 0 or grid_w <= 0:
+        raise ValueError(f"patch_colours: grid_size must be positive, got {grid_size}")
+    if patch.size and (patch.min() < 0 or patch.max() >= grid_h * grid_w):
+        raise ValueError(f"patch_colours: indices must be in [0, {grid_h * grid_w}), got "
+                         f"[{patch.min()}, {patch.max()}]")
+    row, col = np.divmod(patch, grid_w)
+    red = np.rint(40 + 215 * col / max(grid_w - 1, 1))
+    green = np.rint(40 + 215 * row / max(grid_h - 1, 1))
+    blue = np.where((row + col) % 2 == 0, 30, 225)
+    return np.stack([red, green, blue], axis=-1).astype(np.uint8)
+
+
+def pca_colours(features: np.ndarray) -> np.ndarray:
+    """``[N, D]`` features -> ``[N, 3]`` uint8 colours: the first three principal components,
+    each scaled to 0..255 by its own range (components beyond ``min(N, D)`` stay 0)."""
+    features = np.asarray(features)
+    if features.ndim != 2:
+        raise ValueError(f"pca_colours: features must be [N, D], got shape {features.shape}")
+    x = features.astype(np.float32) - features.mean(axis=0, keepdims=True)
+    k = min(3, x.shape[0], x.shape[1])
+    if k == 0:
+        return np.zeros((features.shape[0], 3), dtype=np.uint8)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    proj = np.zeros((x.shape[0], 3), dtype=np.float32)
+    proj[:, :k] = x @ vt[:k].T
+    lo, hi = proj.min(axis=0), proj.max(axis=0)
+    scale = np.where(hi > lo, 255.0 / np.maximum(hi - lo, 1e-12), 0.0)
+    return np.clip(np.rint((proj - lo) * scale), 0, 255).astype(np.uint8)
