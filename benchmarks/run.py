@@ -7,23 +7,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import pathlib
 import pkgutil
 import sys
-import tempfile
 import time
 import traceback
 
 import benchmarks
 from benchmarks.common import Report, machine_info
-
-
-def _write_atomic(path: pathlib.Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+from cross4d_core.fileio import write_text_atomic
 
 
 def _markdown(result: dict) -> str:
@@ -61,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             result["failed"][name] = f"{type(exc).__name__}: {exc}"
         result["rows"].extend(report.rows)
-    _write_atomic(out / "bench.json", json.dumps(result, indent=2))
-    _write_atomic(out / "bench.md", _markdown(result))
+    write_text_atomic(out / "bench.json", json.dumps(result, indent=2))
+    write_text_atomic(out / "bench.md", _markdown(result))
     print(f"[bench] wrote {out / 'bench.json'} and {out / 'bench.md'}")
     return 1 if result["failed"] else 0
 

@@ -102,7 +102,7 @@ _KILLED_WRITER = textwrap.dedent("""
     w = fmt.DatasetWriter(sys.argv[1], source="unit", label_names=["a", "b", "c"])
     for i in range(2):
         w.add_video(f"v{i}", [np.full((3, 3), i, np.float32)], label=i, split="train")
-    fmt._write_json_atomic = lambda path, obj: os._exit(9)  # killed while finishing the third video
+    fmt.write_json_atomic = lambda path, obj: os._exit(9)  # killed while finishing the third video
     w.add_video("v2", [np.full((3, 3), 2, np.float32)], label=2, split="train")
 """)
 
@@ -111,7 +111,8 @@ def test_killed_conversion_resumes(tmp_path):
     root = tmp_path / "ds"
     proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(root)], capture_output=True, text=True)
     assert proc.returncode == 9, proc.stderr
-    assert any(p.name.startswith(".tmp-v2") for p in (root / "videos").iterdir())  # the half-written video
+    half_written = [p.name for p in (root / "videos").iterdir() if p.name.startswith(".v2.")]
+    assert len(half_written) == 1 and half_written[0].endswith(".tmp"), half_written
     with pytest.raises(DatasetFormatError, match="incomplete"):
         Dataset4D.open(root)
     with DatasetWriter(root, source="unit", label_names=LABELS) as w:

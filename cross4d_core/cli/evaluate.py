@@ -55,7 +55,8 @@ def _clip_sets(dataset_root: str, data, model_config, with_train: bool = True):
 def _probe(args, kind: str) -> int:
     from cross4d_core.evaluation.config import ProbeRunConfig
     from cross4d_core.evaluation.protocols import run_linear_probe
-    from cross4d_core.training.checkpoint import load_encoder, save_classifier, save_encoder, write_json_atomic
+    from cross4d_core.fileio import write_json_atomic
+    from cross4d_core.training.checkpoint import load_encoder, save_classifier, save_encoder
     from cross4d_core.training.config import config_to_dict, load_config
     from cross4d_core.training.distributed import resolve_device
 
@@ -115,8 +116,9 @@ def run_transfer(args) -> int:
 def run_finetune(args) -> int:
     from cross4d_core.evaluation.config import FinetuneRunConfig
     from cross4d_core.evaluation.protocols import run_finetune as finetune
+    from cross4d_core.fileio import write_json_atomic
     from cross4d_core.models import Point4DEncoder
-    from cross4d_core.training.checkpoint import load_encoder, write_json_atomic
+    from cross4d_core.training.checkpoint import load_encoder
     from cross4d_core.training.config import config_to_dict, load_config
     from cross4d_core.training.distributed import init_distributed, shutdown_distributed
 
@@ -153,7 +155,8 @@ def run_segment(args) -> int:
     from cross4d_core.evaluation.config import SegmentRunConfig
     from cross4d_core.evaluation.protocols import dataset_report
     from cross4d_core.evaluation.segmentation import run_segmentation_probe
-    from cross4d_core.training.checkpoint import load_encoder, write_json_atomic
+    from cross4d_core.fileio import write_json_atomic
+    from cross4d_core.training.checkpoint import load_encoder
     from cross4d_core.training.config import config_to_dict, load_config
     from cross4d_core.training.distributed import resolve_device
 

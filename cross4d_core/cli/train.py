@@ -58,9 +58,10 @@ def _normalisation(dataset) -> dict:
 
 def pretrain(config, resume: bool = False) -> dict:
     """Run pretraining for a :class:`TrainConfig`; returns the results dict (rank 0 writes files)."""
+    from cross4d_core.fileio import write_json_atomic
     from cross4d_core.models import Point4DEncoder, count_parameters
     from cross4d_core.objectives import build_objective
-    from cross4d_core.training.checkpoint import save_encoder, write_json_atomic
+    from cross4d_core.training.checkpoint import save_encoder
     from cross4d_core.training.config import config_to_dict
     from cross4d_core.training.distributed import barrier, init_distributed
     from cross4d_core.training.rng import seed_everything

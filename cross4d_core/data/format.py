@@ -33,16 +33,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from cross4d_core.fileio import atomic_directory, write_json_atomic
 from cross4d_core.geometry.camera import PinholeCamera
 
 FORMAT_NAME = "cross4d-dataset"
@@ -58,15 +57,6 @@ class DatasetFormatError(ValueError):
     def __init__(self, path: Path | str, reason: str) -> None:
         self.path = Path(path)
         super().__init__(f"{self.path}: {reason}")
-
-
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> dict:
@@ -144,7 +134,7 @@ class DatasetWriter:
                 if old.get(key) != self.header[key]:
                     raise ValueError(f"{manifest_path}: existing dataset has {key}={old.get(key)!r}, "
                                      f"writer was opened with {self.header[key]!r}")
-        for leftover in self.videos_dir.glob(".tmp-*"):
+        for leftover in self.videos_dir.glob(".*.tmp"):  # temporaries of a killed run
             shutil.rmtree(leftover, ignore_errors=True)
         self._videos: dict[str, dict] = {}
         for meta_path in sorted(self.videos_dir.glob("*/meta.json")):
@@ -249,9 +239,7 @@ class DatasetWriter:
         if track is not None:
             files["track"] = _per_point(track, counts, "track", video_id)
 
-        tmp = self.videos_dir / f".tmp-{video_id}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
+        with atomic_directory(self.videos_dir / video_id) as tmp:
             file_meta = {}
             for name, arr in files.items():
                 path = tmp / f"{name}.npy"
@@ -266,11 +254,7 @@ class DatasetWriter:
                 "has_images": "images" in files, "has_part": "part" in files, "has_track": "track" in files,
             }
             record = {**entry, "files": file_meta, "camera": camera_info, "meta": meta or {}}
-            _write_json_atomic(tmp / "meta.json", record)
-            os.replace(tmp, self.videos_dir / video_id)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            write_json_atomic(tmp / "meta.json", record)
         self._videos[video_id] = record
         return entry
 
@@ -291,7 +275,7 @@ class DatasetWriter:
         manifest = {**self.header, "complete": bool(complete),
                     "counts": _counts(videos, len(self.header["label_names"])),
                     "splits": sorted({v["split"] for v in videos}), "videos": videos}
-        _write_json_atomic(self.root / MANIFEST, manifest)
+        write_json_atomic(self.root / MANIFEST, manifest)
 
 
 def _counts(videos: list[dict], num_labels: int) -> dict:

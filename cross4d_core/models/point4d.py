@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cross4d_core.fileio import atomic_path, write_json_atomic
 from cross4d_core.ops import ball_query, farthest_point_sample, gather_points, interpolate_features
 
 CONFIG_NAME = "config.json"
@@ -321,11 +321,10 @@ class Point4DEncoder(nn.Module):
         from safetensors.torch import save_file
 
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        _atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(state, path, metadata={"format": "pt"}))
-        text = json.dumps(self.config.to_dict(), indent=2)
-        _atomic_write(directory / CONFIG_NAME, lambda path: Path(path).write_text(text))
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        write_json_atomic(directory / CONFIG_NAME, self.config.to_dict())
         return directory
 
     @classmethod
@@ -350,14 +349,3 @@ class Point4DEncoder(nn.Module):
         except Exception as error:  # safetensors raises its own error types for corrupt files
             raise ValueError(f"cannot load POINT4D weights {weights_path}: {error}") from error
         return model.to(map_location)
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

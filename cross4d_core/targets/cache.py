@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cross4d_core.targets.files import atomic_directory, write_json
+from cross4d_core.fileio import atomic_directory, write_json_atomic
 from cross4d_core.targets.projection import FeatureProjection
 
 CACHE_FORMAT_VERSION = 1
@@ -68,7 +68,7 @@ class TargetCacheWriter:
             shutil.rmtree(self.root)
         (self.root / "shards").mkdir(parents=True, exist_ok=True)
         if not config_path.exists():
-            write_json(config_path, self.config)
+            write_json_atomic(config_path, self.config)
 
     @property
     def projection_path(self) -> Path:
@@ -115,7 +115,7 @@ class TargetCacheWriter:
             "dropped": dropped,
             "clip_target": "projection of the mean teacher patch feature over all slots and patches of the clip",
         }
-        write_json(self.root / "manifest.json", manifest)
+        write_json_atomic(self.root / "manifest.json", manifest)
         return manifest
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from cross4d_core.fileio import atomic_path
+
 
 @dataclass
 class FeatureProjection:
@@ -62,8 +64,6 @@ class FeatureProjection:
     def save(self, path: str | Path) -> None:
         """Atomic safetensors file with ``weight``, ``mean`` and the kind / seed as metadata."""
         from safetensors.torch import save_file
-
-        from cross4d_core.targets.files import atomic_path
 
         with atomic_path(path) as tmp:
             save_file({"weight": self.weight.contiguous(), "mean": self.mean.contiguous()}, str(tmp),

@@ -16,10 +16,8 @@ each file is written atomically (temp file + ``os.replace``).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,39 +26,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
+from cross4d_core.fileio import atomic_directory, atomic_path, write_json_atomic
+
 CHECKPOINT_DIR = "checkpoints"
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt or does not match the model (names the file)."""
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_file(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then atomically rename the temp file onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        _fsync(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    _atomic_file(Path(path), lambda p: p.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
 
 
 def read_json(path: str | Path) -> dict:
@@ -127,26 +100,15 @@ def save_training_checkpoint(out_dir: str | Path, step: int, model: nn.Module,
                              optimizer: torch.optim.Optimizer, state: dict,
                              rng: dict[str, torch.Tensor], keep: int = 2) -> Path:
     """Write ``<out_dir>/checkpoints/step_<step>/`` atomically; keep the newest ``keep``."""
-    root = Path(out_dir) / CHECKPOINT_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
-    try:
+    final = Path(out_dir) / CHECKPOINT_DIR / f"step_{step:08d}"
+    with atomic_directory(final) as tmp:
         save_model(model, str(tmp / "model.safetensors"))
         opt_tensors, opt_meta = _optimizer_to_tensors(optimizer)
         save_file(opt_tensors, tmp / "optimizer.safetensors")
         save_file({k: v.contiguous() for k, v in rng.items()}, tmp / "rng.safetensors")
-        (tmp / "state.json").write_text(json.dumps({**state, "step": step, "optimizer": opt_meta},
-                                                   indent=2, sort_keys=True) + "\n")
-        for f in tmp.iterdir():
-            _fsync(f)
-        if final.exists():
+        write_json_atomic(tmp / "state.json", {**state, "step": step, "optimizer": opt_meta})
+        if final.exists():  # a re-run of this step replaces the old checkpoint
             shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for old in list_checkpoints(out_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -192,7 +154,8 @@ def save_encoder(directory: str | Path, encoder: nn.Module, *, model_id: str,
     """Write ``encoder.safetensors`` and ``config.json`` (model config from ``encoder.config``;
     no classifier yet) atomically."""
     directory = Path(directory)
-    _atomic_file(directory / ENCODER_FILE, lambda p: save_model(encoder, str(p)))
+    with atomic_path(directory / ENCODER_FILE) as tmp:
+        save_model(encoder, str(tmp))
     meta = {"model_id": model_id, "model_config": encoder.config.to_dict(),
             "normalisation": normalisation or {}, "label_names": [], **(extra or {})}
     write_json_atomic(directory / CONFIG_FILE, meta)
@@ -206,7 +169,8 @@ def save_classifier(directory: str | Path, classifier: nn.Linear, label_names: l
         raise ValueError(f"classifier has {classifier.out_features} outputs but {len(label_names)} label names")
     tensors = {"weight": classifier.weight.detach().float().cpu().contiguous(),
                "bias": classifier.bias.detach().float().cpu().contiguous()}
-    _atomic_file(directory / CLASSIFIER_FILE, lambda p: save_file(tensors, p))
+    with atomic_path(directory / CLASSIFIER_FILE) as tmp:
+        save_file(tensors, tmp)
     meta = read_json(directory / CONFIG_FILE)
     meta.update({"label_names": list(label_names), **(extra or {})})
     write_json_atomic(directory / CONFIG_FILE, meta)

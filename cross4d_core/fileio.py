@@ -1,0 +1,75 @@
+"""Atomic file and directory writes: write under a temporary name in the same directory,
+fsync, then ``os.replace`` onto the final name, so readers (and a resumed run after a
+kill) see either the old content or the complete new one, never a partial file.
+
+Temporary names are ``.<name>.<random hex>.tmp`` next to the target; a body that raises
+leaves no temporary behind (a killed process may, and readers skip dot-names).
+Temporaries are created with the default (umask) permissions, like a plain ``open``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+
+def _temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` for the body to create; on success it is
+    fsynced and atomically replaces ``path``. Creates the parent directory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_name(path)
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary directory next to ``path``; on success its files are fsynced
+    and it is renamed to ``path``, which must not exist yet (or be an empty directory)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_name(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        for file in tmp.rglob("*"):
+            if file.is_file():
+                _fsync(file)
+        os.replace(tmp, path)
+        _fsync(path.parent)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` to ``path`` atomically as JSON (indent 2, sorted keys, trailing newline)."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
