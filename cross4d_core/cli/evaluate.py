@@ -80,6 +80,7 @@ def _probe(args, kind: str) -> int:
                                               "frames": train.frames, "num_points": train.num_points})
     results.update({"protocol": kind, "checkpoint": str(Path(args.checkpoint).resolve()),
                     "model_id": meta.get("model_id"), "pretrain_data": meta.get("pretrain_data"),
+                    "objective": meta.get("objective"), "teacher": meta.get("teacher"),
                     "dataset": str(Path(args.dataset).resolve()), "label_names": labels,
                     "config": config_to_dict(config)})
     write_json_atomic(out / f"{kind}_results.json", results)

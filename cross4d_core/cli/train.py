@@ -87,17 +87,19 @@ def pretrain(config, resume: bool = False) -> dict:
         trainer = Trainer(config, objective, dataset, dist_info=info)
         result = trainer.fit(resume=resume)
         results.update({"steps": result.step, "epochs_completed": result.epoch,
-                        "epoch_losses": result.epoch_losses,
+                        "epoch_losses": result.epoch_losses, "step_losses": result.step_losses,
                         "final_loss": result.step_losses[-1] if result.step_losses else None,
                         "clips_per_second": result.clips_per_second, "wall_time_s": result.wall_time_s,
                         "checkpoint": result.checkpoint, "resumed_from": result.resumed_from,
                         "train_items": len(dataset)})
     if info.is_main:
         model_id = f"point4d-{config.objective.name}-{out.resolve().name}"
+        teacher = (getattr(dataset, "manifest", None) or {}).get("teacher", {}).get("name")
+        pretrain_data = str(Path(config.data.path).resolve()) if dataset is not None else None
         save_encoder(out, objective.encoder.cpu(), model_id=model_id,
                      normalisation=_normalisation(dataset) if dataset is not None else {},
-                     extra={"objective": config.objective.name, "pretrain_data": config.data.path})
-        results["model_id"] = model_id
+                     extra={"objective": config.objective.name, "pretrain_data": pretrain_data, "teacher": teacher})
+        results.update({"model_id": model_id, "teacher": teacher})
         write_json_atomic(out / "pretrain_results.json", results)
     barrier(info)
     return results

@@ -6,13 +6,12 @@ naming the argument and the shape.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from cross4d_core.fileio import atomic_path
 from cross4d_core.reporting.colours import patch_colours, pca_colours
 
 
@@ -29,15 +28,9 @@ def _save(fig, out: str | Path, dpi: float = 100) -> Path:
     """Save ``fig`` as PNG atomically and close it."""
     plt = _pyplot()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.png", dir=out.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=dpi)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)
     finally:
         plt.close(fig)
     return out

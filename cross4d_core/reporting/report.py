@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import os
 import statistics
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cross4d_core.fileio import write_text_atomic
 from cross4d_core.reporting.runs import RunRecord, collect_runs, finite
 
 MISSING = "—"
@@ -317,18 +317,6 @@ def render_markdown(runs: Sequence[RunRecord], title: str = "cross4d results", m
     return "\n".join(parts)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(result_dirs: Sequence[str | Path], out: str | Path, title: str = "cross4d results",
                  metric: str = "video_accuracy", figures: bool = True,
                  extra_figures: Sequence[tuple[str, str | Path]] = (), notes: str = "") -> Path:
@@ -357,5 +345,5 @@ def write_report(result_dirs: Sequence[str | Path], out: str | Path, title: str 
             shown.append(("Pretraining loss",
                           plot_loss_curves(curves, out.parent / "figures" / "loss_curves.png", xlabel=xlabel)))
     shown += [(caption, Path(path)) for caption, path in extra_figures]
-    _write_text_atomic(out, render_markdown(runs, title, metric, shown, notes, base=out.parent))
+    write_text_atomic(out, render_markdown(runs, title, metric, shown, notes, base=out.parent))
     return out
