@@ -594,7 +594,9 @@ def write_synthetic_bag(
         max_videos: record at most this many videos.
 
     Returns:
-        ``{"bag", "storage", "videos", "frames", "messages", "topics"}``.
+        ``{"bag", "storage", "videos", "frames", "messages", "topics", "recorded"}``;
+        ``recorded`` lists ``{"id", "label", "start", "end"}`` (header stamps, s) per video, the
+        ground truth of a replay.
     """
     import os
     import shutil
@@ -619,6 +621,7 @@ def write_synthetic_bag(
     make = _MessageFactory(typestore)
     T_link_from_optical = T_LINK_FROM_COLOR @ T_COLOR_FROM_OPTICAL
     videos = frames = messages = 0
+    recorded: list[dict] = []
     writer = Writer(tmp, version=9, storage_plugin=plugins[storage])
     writer.open()
     try:
@@ -659,6 +662,9 @@ def write_synthetic_bag(
                     write("info", stamp, make.camera_info(header, rec.cameras[t]))
                 frames += 1
             videos += 1
+            label = getattr(video, "label", None)
+            recorded.append({"id": getattr(video, "id", None), "label": None if label is None else int(label),
+                             "start": float(stamps[0]), "end": float(stamps[-1])})
             offset = stamps[-1] + gap
         writer.close()
     except BaseException:
@@ -670,4 +676,4 @@ def write_synthetic_bag(
     scratch.rmdir()
     return {"bag": str(out_dir), "storage": storage, "videos": videos, "frames": frames, "messages": messages,
             "topics": {"cloud": cloud_topic, "image": image_topic, "camera_info": camera_info_topic,
-                       "tf_static": TF_STATIC_TOPIC}}
+                       "tf_static": TF_STATIC_TOPIC}, "recorded": recorded}
