@@ -229,6 +229,7 @@ DDP_WORKER = textwrap.dedent('''
     import torch
     from torch import nn
     from cross4d_core.training import TrainConfig, Trainer, load_config
+    from cross4d_core.training.distributed import shutdown_distributed
 
     class Data(torch.utils.data.Dataset):
         def __init__(self):
@@ -260,6 +261,7 @@ DDP_WORKER = textwrap.dedent('''
         with open(os.path.join(out, "result.json"), "w") as f:
             json.dump({"losses": result.step_losses, "params": params, "init": init,
                        "world": int(os.environ.get("WORLD_SIZE", "1"))}, f)
+    shutdown_distributed()
 ''')
 
 

@@ -63,5 +63,5 @@ def run(args: argparse.Namespace) -> int:
                       "frame_step": args.frame_step, "clip_stride": args.clip_stride, "num_points": args.num_points,
                       "seed": args.seed},
     )
-    print(json.dumps({"out": args.out, **manifest["counts"]}, indent=2))
+    print(f"precompute: {args.out}: " + json.dumps(manifest["counts"]))
     return 0

@@ -31,7 +31,13 @@ from cross4d_core.training.checkpoint import (
     save_training_checkpoint,
 )
 from cross4d_core.training.config import TrainConfig, config_to_dict
-from cross4d_core.training.distributed import DistInfo, all_gather_objects, all_reduce_mean, init_distributed
+from cross4d_core.training.distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_mean,
+    barrier,
+    init_distributed,
+)
 from cross4d_core.training.rng import capture_rng_state, restore_rng_state, seed_everything
 from cross4d_core.training.schedule import warmup_cosine_lr
 
@@ -285,6 +291,7 @@ class Trainer:
         finally:
             if writer is not None:
                 writer.close()
+        barrier(self.dist)  # ranks leave together: a rank exiting mid-teardown aborts its peers in gloo
         result.step, result.epoch = step, epoch
         result.wall_time_s = time.perf_counter() - started
         result.clips_per_second = clips / result.wall_time_s if result.wall_time_s > 0 else 0.0
