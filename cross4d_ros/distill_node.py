@@ -1,0 +1,228 @@
+"""distill_node: online correspondence + frozen teacher on the robot (DESIGN.md §5).
+
+Windows of clouds (+ images and camera infos in camera mode) -> point -> patch
+correspondence (``render``: virtual camera from the cloud alone; ``camera``: the real
+image, its CameraInfo and the ``camera_from_cloud`` extrinsic) -> frozen teacher ->
+projected fp16 targets. Publishes ``~/targets`` (PointCloud2 of the newest frame's
+visible points with a ``target`` field) and ``~/overlay`` (the teacher's input image with
+the visible points drawn in the PCA colour of their targets), and records windows +
+targets into the target-cache format ``cross4d pretrain`` reads: atomic shards, bounded
+disk use, resumed after a restart.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+from sensor_msgs.msg import Image, PointCloud2
+from std_msgs.msg import Header
+
+from cross4d_core.correspondence import fit_virtual_camera
+from cross4d_core.geometry.projection import pixel_of, project_points
+from cross4d_core.targets import FeatureProjection, TargetCacheWriter
+from cross4d_core.targets.precompute import _correspond
+from cross4d_core.types import Clip
+from cross4d_core.windowing import Window
+from cross4d_ros.messages import make_image, make_pointcloud2
+from cross4d_ros.params import Param
+from cross4d_ros.perception_node import resolve_torch_device
+from cross4d_ros.preprocess import FramePreprocessor, pca_colours, stamp_seed
+from cross4d_ros.stream_node import StreamNode, as_matrix, run_node
+
+_IDENTITY = [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+
+DISTILL_PARAMS = [
+    Param("teacher_kind", "dinov2", "frozen teacher family", read_only=True, choices=("dinov2", "vjepa2")),
+    Param("teacher_model", "", "teacher model directory (save_pretrained) or Hugging Face id in the local cache",
+          read_only=True, required=True),
+    Param("device", "cpu", "torch device: cpu, cuda or cuda:N", read_only=True),
+    Param("torch_threads", 0, "CPU threads of torch; 0 = torch's default", read_only=True, min=0, max=1024),
+    Param("correspondence", "render", "render: virtual camera from the cloud alone; camera: real Image + CameraInfo",
+          read_only=True, choices=("render", "camera")),
+    Param("camera_from_cloud", _IDENTITY, "row-major 4x4 extrinsic: cloud frame -> camera optical frame "
+          "(camera mode)", read_only=True, length=16),
+    Param("render_image_size", 126, "rendered image side (render mode, pixels)", read_only=True, min=14, max=4096),
+    Param("depth_tolerance", 0.05, "camera-mode occlusion tolerance (m)", read_only=True, min=0.0, max=10.0),
+    Param("d_p", 384, "projected target size (fixed seeded random projection)", read_only=True, min=1, max=65536),
+    Param("projection_seed", 0, "seed of the random projection", read_only=True, min=0, max=2**31 - 1),
+    Param("record_dir", "", "target-cache directory to record into; '' = do not record", read_only=True),
+    Param("record_every", 0, "record one window every this many windows; 0 = every window_length windows "
+          "(non-overlapping windows when stride is 1)", read_only=True, min=0, max=1_000_000),
+    Param("shard_windows", 16, "windows per atomically written shard", read_only=True, min=1, max=100_000),
+    Param("record_max_bytes", 1 << 30, "stop recording once the cache holds this many bytes", read_only=True,
+          min=1, max=1 << 50),
+]
+
+
+def _directory_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+class TargetRecorder:
+    """Appends windows + targets to a target cache as atomic shards; resumes after a restart.
+
+    A restart with the same settings continues after the last complete shard (a shard
+    that was being written when the process died never appeared: atomic rename).
+    """
+
+    def __init__(self, root: str, config: dict, projection: FeatureProjection, shard_windows: int,
+                 max_bytes: int) -> None:
+        self.writer = TargetCacheWriter(root, config)
+        if self.writer.projection_path.exists():
+            stored = FeatureProjection.load(self.writer.projection_path)
+            if not torch.equal(stored.weight, projection.weight):
+                raise ValueError(f"{self.writer.projection_path}: stored projection differs from the configured one")
+        else:
+            projection.save(self.writer.projection_path)
+        shards = sorted((self.writer.root / "shards").glob("shard-*"))
+        self.next_shard = len([s for s in shards if s.is_dir()])
+        self.shard_windows, self.max_bytes = shard_windows, max_bytes
+        self.records: list[dict] = []
+        self.recorded = 0
+        self.bytes = _directory_bytes(self.writer.root)
+        self.full = self.bytes >= max_bytes
+
+    def add(self, record: dict) -> None:
+        if self.full:
+            return
+        self.records.append(record)
+        if len(self.records) >= self.shard_windows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.records:
+            return
+        self.writer.write_shard(self.next_shard, self.records, [], 0)
+        self.recorded += len(self.records)
+        self.records = []
+        self.next_shard += 1
+        self.writer.finalize()
+        self.bytes = _directory_bytes(self.writer.root)
+        self.full = self.bytes >= self.max_bytes
+
+
+class DistillNode(StreamNode):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("distill_node", **kwargs)
+        from cross4d_core.teachers import load_teacher
+
+        p = self.params
+        self.device = resolve_torch_device(p["device"])
+        if p["torch_threads"]:
+            torch.set_num_threads(p["torch_threads"])
+        if p["correspondence"] == "camera" and not (p["image_topic"] and p["camera_info_topic"]):
+            raise ValueError("correspondence 'camera' needs both 'image_topic' and 'camera_info_topic'")
+        points_transform = as_matrix(p["points_transform"], "points_transform")
+        # Model points live in the transformed frame: camera <- model = camera <- cloud <- model.
+        camera_from_cloud = as_matrix(p["camera_from_cloud"], "camera_from_cloud")
+        self.camera_from_model = camera_from_cloud @ np.linalg.inv(points_transform)
+        self.preprocess = FramePreprocessor(p["num_points"], points_transform, p["range_min"], p["range_max"])
+        try:
+            self.teacher = load_teacher(p["teacher_kind"], p["teacher_model"], device=self.device,
+                                        dtype=torch.bfloat16 if self.device.type == "cuda" else None)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"parameter 'teacher_model' = {p['teacher_model']!r}: {exc}") from exc
+        self.projection = FeatureProjection.random(self.teacher.feature_dim, p["d_p"], p["projection_seed"])
+        self.recorder = None
+        if p["record_dir"]:
+            config = {
+                "teacher": {"name": self.teacher.name, "class": type(self.teacher).__name__,
+                            "patch_size": self.teacher.patch_size, "tubelet": self.teacher.tubelet,
+                            "feature_dim": self.teacher.feature_dim},
+                "source": p["correspondence"], "d_p": p["d_p"],
+                "projection": {"kind": "random", "seed": p["projection_seed"]},
+                "image_size": p["render_image_size"] if p["correspondence"] == "render" else None,
+                "splat_radius": 1, "depth_tolerance": p["depth_tolerance"] if p["correspondence"] == "camera" else None,
+                "shard_size": p["shard_windows"], "frames": p["window_length"], "num_points": p["num_points"],
+                "dataset": {"recorded_by": "distill_node", "cloud_topic": p["cloud_topic"]},
+            }
+            self.recorder = TargetRecorder(p["record_dir"], config, self.projection, p["shard_windows"],
+                                           p["record_max_bytes"])
+            self.get_logger().info(f"recording into {p['record_dir']} from shard {self.recorder.next_shard}")
+        self.record_every = p["record_every"] or p["window_length"]
+        self._next_record = 0  # Window.index of the next window to record (a skipped one moves it on)
+        self.targets_pub = self.create_publisher(PointCloud2, "~/targets", self.output_qos,
+                                                 event_callbacks=self.publisher_events())
+        self.overlay_pub = self.create_publisher(Image, "~/overlay", self.output_qos,
+                                                 event_callbacks=self.publisher_events())
+
+    def extra_params(self) -> list[Param]:
+        return DISTILL_PARAMS
+
+    def stop(self) -> None:
+        super().stop()
+        if self.recorder is not None:
+            self.recorder.flush()
+
+    def _clip(self, window: Window) -> tuple[Clip, list[np.ndarray]]:
+        inputs = [self.preprocess(f.points, seed=stamp_seed(f.stamp)) for f in window.frames]
+        points = np.stack([pts for pts, _ in inputs])
+        images = cameras = None
+        if self.params["correspondence"] == "camera":
+            missing = [f.stamp for f in window.frames if f.image is None or f.camera is None]
+            if missing:
+                raise ValueError(f"{len(missing)} frames of the window have no paired image / camera info "
+                                 f"(first at t={missing[0]:.6f}); check sync_tolerance")
+            images = np.stack([f.image for f in window.frames])
+            cameras = [dataclasses.replace(f.camera, T_cam_from_points=self.camera_from_model) for f in window.frames]
+        return Clip(points=points, stamps=window.stamps, images=images, cameras=cameras), [i for _, i in inputs]
+
+    @torch.no_grad()
+    def process_window(self, window: Window) -> None:
+        p = self.params
+        clip, indices = self._clip(window)
+        images, corr = _correspond(clip, self.teacher, p["correspondence"], p["render_image_size"], 1,
+                                   p["depth_tolerance"])
+        feats, transform = self.teacher.grid_features(images)
+        grids = self.projection(feats).reshape(feats.shape[0], -1, p["d_p"])  # [S, P, d_p]
+        newest = window.frames[-1]
+        header = Header(stamp=self.stamp_msg(newest.stamp), frame_id=newest.frame_id)
+        visible = corr.visible[-1].cpu().numpy()
+        targets = grids[corr.slot[-1], corr.patch[-1].clamp_min(0)].cpu().numpy()[visible]
+        colours = pca_colours(targets) if len(targets) else np.zeros((0, 3), np.uint8)
+        # Unique source points only (repeat-padding duplicates them), in the cloud's own frame.
+        first = np.zeros(len(indices[-1]), bool)
+        first[np.unique(indices[-1], return_index=True)[1]] = True
+        keep = first[visible]
+        cloud = make_pointcloud2(header, newest.points[indices[-1][visible][keep]], rgb=colours[keep],
+                                 embedding=targets[keep])
+        if len(cloud.fields) > 4:
+            cloud.fields[-1].name = "target"
+        self.targets_pub.publish(cloud)
+        self.overlay_pub.publish(make_image(header, self._overlay(clip, images, visible, colours), "rgb8"))
+
+        if self.recorder is not None and window.index >= self._next_record:
+            self._next_record = window.index + self.record_every
+            self.recorder.add({
+                "points": clip.points.astype(np.float32), "slot": corr.slot.cpu().numpy(),
+                "patch": corr.patch.cpu().numpy(), "visible": corr.visible.cpu().numpy(),
+                "grids": grids.to(torch.float16).cpu().numpy(),
+                "clip_target": self.projection(feats.mean(dim=(0, 1, 2))).cpu().numpy(),
+                "label": -1, "video": window.sequence, "start": window.index, "clip": window.index,
+            })
+            if self.recorder.full:
+                self.warn_throttled(f"recording stopped: {self.recorder.writer.root} holds "
+                                    f"{self.recorder.bytes} bytes >= record_max_bytes")
+
+    def _overlay(self, clip: Clip, images: torch.Tensor, visible: np.ndarray, colours: np.ndarray) -> np.ndarray:
+        """The newest teacher input image with its visible points drawn in their target colour."""
+        image = np.array(images[-1].cpu().numpy(), dtype=np.uint8)
+        if self.params["correspondence"] == "camera":
+            camera = clip.cameras[-1]
+        else:
+            camera = fit_virtual_camera(clip.points, self.params["render_image_size"])
+        uv = project_points(torch.from_numpy(clip.points[-1]), camera).uv
+        px = pixel_of(uv).numpy()[visible]
+        h, w = image.shape[:2]
+        inside = (px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h)
+        image[px[inside, 1], px[inside, 0]] = colours[inside]
+        return image
+
+
+def main(args=None) -> int:
+    return run_node(DistillNode, args)
+
+
+__all__ = ["DistillNode", "TargetRecorder", "main"]

@@ -1,0 +1,150 @@
+"""perception_node: streaming 4D recognition (DESIGN.md §5).
+
+clouds (+ optional images) -> windows of T frames -> POINT4D student (per-frame tokens
+cached across overlapping windows) -> ``~/actions`` (ActionRecognition, top-k labels) and
+``~/point_embeddings`` (PointEmbeddings of the newest frame: x, y, z, PCA rgb, embedding)
+plus a DiagnosticArray on ``/diagnostics``.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from std_msgs.msg import Header
+
+from cross4d.msg import ActionRecognition, PointEmbeddings
+from cross4d_core.models import Point4DOutput
+from cross4d_core.windowing import Window
+from cross4d_ros.frame_cache import FrameEncodingCache
+from cross4d_ros.messages import make_action_recognition, make_point_embeddings
+from cross4d_ros.params import Param
+from cross4d_ros.preprocess import FramePreprocessor, pca_colours, stamp_seed
+from cross4d_ros.stream_node import StreamNode, as_matrix, run_node
+
+PERCEPTION_PARAMS = [
+    Param("checkpoint", "", "checkpoint directory (encoder.safetensors, classifier.safetensors, config.json)",
+          read_only=True, required=True),
+    Param("labels", [""], "label names overriding the checkpoint's ([''] = use the checkpoint's)", read_only=True),
+    Param("device", "cpu", "torch device: cpu, cuda or cuda:N", read_only=True),
+    Param("torch_threads", 0, "CPU threads of torch; 0 = torch's default. Fewer threads than cores avoid "
+          "OpenMP oversubscription when the CPU is shared with other processes", read_only=True, min=0, max=1024),
+    Param("publish_embeddings", True, "publish ~/point_embeddings (N x D x 4 bytes per window)"),
+    Param("embedding_max_points", 0, "at most this many points in ~/point_embeddings; 0 = all", min=0,
+          max=1_000_000),
+    Param("top_k", 5, "labels in ActionRecognition.labels", min=1, max=1000),
+]
+
+
+def resolve_torch_device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"parameter 'device' = {name!r}, but CUDA is not available")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"parameter 'device' = {name!r} is not cpu, cuda or cuda:N")
+    return device
+
+
+class PerceptionNode(StreamNode):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("perception_node", **kwargs)
+        from cross4d_core.training.checkpoint import CheckpointError, load_recognizer
+
+        p = self.params
+        self.device = resolve_torch_device(p["device"])
+        if p["torch_threads"]:
+            torch.set_num_threads(p["torch_threads"])
+        try:
+            encoder, classifier, label_names, meta = load_recognizer(p["checkpoint"])
+        except (CheckpointError, OSError, ValueError) as exc:
+            raise ValueError(f"parameter 'checkpoint' = {p['checkpoint']!r}: {exc}") from exc
+        if classifier is None:
+            raise ValueError(f"checkpoint {p['checkpoint']}: no classifier.safetensors (run `cross4d probe`)")
+        self.encoder = encoder.to(self.device).eval()
+        self.classifier = classifier.to(self.device).eval()
+        labels = [s for s in p["labels"] if s]
+        num_classes = self.classifier.out_features
+        if labels and len(labels) != num_classes:
+            raise ValueError(f"parameter 'labels' has {len(labels)} names, the classifier has {num_classes} classes")
+        self.label_names = labels or list(label_names)
+        if len(self.label_names) != num_classes:
+            raise ValueError(f"checkpoint {p['checkpoint']}: {len(self.label_names)} label names for "
+                             f"{num_classes} classes")
+        self.model_id = str(meta.get("model_id", p["checkpoint"]))
+        self.preprocess = FramePreprocessor(p["num_points"], as_matrix(p["points_transform"], "points_transform"),
+                                            p["range_min"], p["range_max"])
+        self.cache = FrameEncodingCache(self.encoder, p["window_length"] + p["stride"])
+        self._frame_inputs: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+        # Cumulative time up to the ActionRecognition publish (pre-processing + encoder +
+        # classifier) and of the PointEmbeddings part, for diagnostics and the benchmark.
+        self.inference_ms_total = self.embeddings_ms_total = 0.0
+        self.actions_pub = self.create_publisher(ActionRecognition, "~/actions", self.output_qos,
+                                                 event_callbacks=self.publisher_events())
+        self.embeddings_pub = self.create_publisher(PointEmbeddings, "~/point_embeddings", self.output_qos,
+                                                    event_callbacks=self.publisher_events())
+        self.get_logger().info(
+            f"model {self.model_id} on {self.device}: {num_classes} classes, windows of "
+            f"{p['window_length']} x {p['num_points']} points every {p['stride']} frames from {p['cloud_topic']}"
+        )
+
+    def extra_params(self) -> list[Param]:
+        return PERCEPTION_PARAMS
+
+    def diagnostic_values(self) -> dict:
+        return {"inference_ms_total": f"{self.inference_ms_total:.1f}",
+                "embeddings_ms_total": f"{self.embeddings_ms_total:.1f}",
+                "frame_cache_hits": self.cache.hits, "frame_cache_misses": self.cache.misses}
+
+    def on_reset(self) -> None:
+        self.cache.clear()
+        self._frame_inputs.clear()
+
+    def _frame_input(self, frame) -> tuple[np.ndarray, np.ndarray]:
+        """Preprocessed ``(points [N, 3], index [N])`` of a frame, computed once per stamp."""
+        if frame.stamp not in self._frame_inputs:
+            self._frame_inputs[frame.stamp] = self.preprocess(frame.points, seed=stamp_seed(frame.stamp))
+        return self._frame_inputs[frame.stamp]
+
+    @torch.no_grad()
+    def process_window(self, window: Window) -> None:
+        started = time.perf_counter()
+        inputs = [self._frame_input(f) for f in window.frames]
+        live = {f.stamp for f in window.frames}
+        for stamp in [s for s in self._frame_inputs if s not in live]:
+            del self._frame_inputs[stamp]
+        points = torch.from_numpy(np.stack([pts for pts, _ in inputs])).to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            output = self.cache.encode([f.stamp for f in window.frames], points)
+            logits = self.classifier(output.clip_feature)
+        probs = torch.softmax(logits.float(), dim=-1)[0]
+        k = min(self.get_parameter("top_k").value, probs.numel())
+        scores, classes = torch.topk(probs, k)
+        newest = window.frames[-1]
+        header = Header(stamp=self.stamp_msg(newest.stamp), frame_id=newest.frame_id)
+        self.actions_pub.publish(make_action_recognition(
+            header, self.stamp_msg(window.start), self.stamp_msg(window.end), len(window.frames),
+            [self.label_names[i] for i in classes.tolist()], scores.cpu().numpy(), self.model_id))
+        published = time.perf_counter()
+        self.inference_ms_total += (published - started) * 1e3
+
+        if self.get_parameter("publish_embeddings").value:
+            self._publish_embeddings(window, output, points, inputs[-1][1], header)
+            self.embeddings_ms_total += (time.perf_counter() - published) * 1e3
+
+    def _publish_embeddings(self, window: Window, output, points: torch.Tensor, index: np.ndarray,
+                            header: Header) -> None:
+        newest = Point4DOutput(token_features=output.token_features[:, -1:], token_centres=output.token_centres[:, -1:],
+                               token_point_index=output.token_point_index[:, -1:], clip_feature=output.clip_feature)
+        features = self.encoder.point_features(newest, points[None, -1:])[0, 0].float().cpu().numpy()
+        # Repeat-padding appends copies: publish every source point once, in source order.
+        unique = len(np.unique(index))
+        limit = self.get_parameter("embedding_max_points").value
+        count = min(unique, limit) if limit else unique
+        features = features[:count]
+        self.embeddings_pub.publish(make_point_embeddings(
+            header, self.stamp_msg(window.start), len(window.frames), window.frames[-1].points[index[:count]],
+            features, self.model_id, rgb=pca_colours(features)))
+
+
+def main(args=None) -> int:
+    return run_node(PerceptionNode, args)

@@ -1,0 +1,69 @@
+"""Per-frame preprocessing of the nodes (ROS-free): extrinsic, range crop, N points per frame."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class FramePreprocessor:
+    """Turns a raw ``[n, 3]`` cloud into exactly ``num_points`` model input points.
+
+    Attributes:
+        num_points: N, points per frame fed to the model.
+        transform: ``[4, 4]`` rigid transform applied before cropping (e.g. base <- lidar).
+        range_min: points closer than this to the transformed origin are dropped (m).
+        range_max: points farther than this are dropped (m); ``<= 0`` disables the crop.
+    """
+
+    num_points: int
+    transform: np.ndarray
+    range_min: float = 0.0
+    range_max: float = 0.0
+
+    def __call__(self, points: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Returns ``(model_points [N, 3] float32, index [N] int64 into points)`` or raises ValueError
+        when no point survives. More than N points: a random subset (seeded, kept in input
+        order); fewer: all points, then repeated cyclically (repeat-pad)."""
+        rotation, translation = self.transform[:3, :3], self.transform[:3, 3]
+        moved = points @ rotation.T.astype(np.float32) + translation.astype(np.float32)
+        keep = np.isfinite(moved).all(axis=1)
+        dist = np.linalg.norm(moved, axis=1)
+        keep &= dist >= self.range_min
+        if self.range_max > 0:
+            keep &= dist <= self.range_max
+        kept = np.flatnonzero(keep)
+        if kept.size == 0:
+            raise ValueError(
+                f"frame has no points within range [{self.range_min}, {self.range_max or 'inf'}] m "
+                f"({points.shape[0]} points before cropping)"
+            )
+        if kept.size > self.num_points:
+            rng = np.random.default_rng(seed)
+            kept = np.sort(rng.choice(kept, self.num_points, replace=False))
+        elif kept.size < self.num_points:
+            kept = np.resize(kept, self.num_points)
+        return np.ascontiguousarray(moved[kept], dtype=np.float32), kept.astype(np.int64)
+
+
+def stamp_seed(stamp: float) -> int:
+    """A per-frame sampling seed from its stamp (the same frame is sampled the same way again)."""
+    return int(round(stamp * 1e6)) & 0x7FFFFFFF
+
+
+def pca_colours(features: np.ndarray | torch.Tensor) -> np.ndarray:
+    """``[N, D]`` features -> ``[N, 3]`` uint8 colours: the first three principal components
+    (eigenvectors of the D x D covariance), each scaled to 0..255 by its own range (RViz /
+    Foxglove display of embeddings). Runs in torch, in the encoder's thread pool."""
+    x = torch.as_tensor(features, dtype=torch.float32)
+    x = x - x.mean(dim=0, keepdim=True)
+    k = min(3, x.shape[0], x.shape[1])
+    proj = torch.zeros(x.shape[0], 3)
+    if k:
+        _, vectors = torch.linalg.eigh(x.T @ x)
+        proj[:, :k] = x @ vectors.flip(-1)[:, :k]
+    lo, hi = proj.amin(dim=0), proj.amax(dim=0)
+    scale = torch.where(hi > lo, 255.0 / (hi - lo).clamp_min(1e-12), torch.zeros_like(hi))
+    return ((proj - lo) * scale).round().clamp(0, 255).to(torch.uint8).numpy()

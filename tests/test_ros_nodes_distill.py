@@ -1,0 +1,149 @@
+"""distill_node over real DDS: online correspondence + frozen (tiny, random) DINOv2 teacher,
+published per-point targets equal to the offline computation, and recorded shards that
+resume after a restart and read back as a TargetCache."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ros_node_harness import NodeHarness
+
+pytestmark = pytest.mark.ros
+
+FRAMES, T, N, D_P = 8, 4, 96, 16
+
+
+@pytest.fixture(scope="module")
+def tiny_dinov2(tmp_path_factory):
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    config = Dinov2Config(hidden_size=24, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                          patch_size=14, image_size=126)
+    path = tmp_path_factory.mktemp("dinov2")
+    Dinov2Model(config).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def video():
+    from cross4d_core.data.synthetic import SyntheticConfig, synthetic_video
+
+    return synthetic_video(0, 0, 3, 0, frames=FRAMES, config=SyntheticConfig(width=80, height=60, focal=71.0))
+
+
+def _distill_node(rclpy, ns, teacher, record_dir, mode="render"):
+    from rclpy.parameter import Parameter
+
+    from cross4d_ros.distill_node import DistillNode
+
+    params = {"cloud_topic": "points", "teacher_model": teacher, "window_length": T, "stride": 1,
+              "num_points": N, "d_p": D_P, "record_dir": record_dir, "record_every": 2, "shard_windows": 2,
+              "correspondence": mode, "diagnostics_period": 0.2}
+    if mode == "camera":
+        params.update(image_topic="image", camera_info_topic="camera_info", sync_wait=2.0)
+    return DistillNode(namespace=ns, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+
+
+def _offline_targets(points, teacher_path, mode, video=None):
+    """The reference: correspondence + teacher + projection of the window, computed directly."""
+    from cross4d_core.correspondence import camera_correspondence, render_correspondence
+    from cross4d_core.targets import FeatureProjection
+    from cross4d_core.teachers import load_teacher
+
+    teacher = load_teacher("dinov2", teacher_path)
+    if mode == "render":
+        images, corr = render_correspondence(points, 126, 14, 1, transform=teacher.image_transform(126, 126))
+    else:
+        images = torch.from_numpy(video.rgb[-T:])
+        corr = camera_correspondence(points, video.rgb[-T:], [video.camera] * T,
+                                     teacher.image_transform(*video.rgb.shape[1:3]))
+    feats, _ = teacher.grid_features(images)
+    grids = FeatureProjection.random(teacher.feature_dim, D_P, 0)(feats).reshape(feats.shape[0], -1, D_P)
+    visible = corr.visible[-1]
+    return grids[corr.slot[-1], corr.patch[-1].clamp_min(0)][visible].numpy(), visible.numpy()
+
+
+def _publish(harness, video, camera_mode, stamps):
+    from cross4d_ros.replay import SequencePublisher
+
+    pub = SequencePublisher(harness.helper, f"{harness.node.get_namespace()}/points",
+                            f"{harness.node.get_namespace()}/image" if camera_mode else "",
+                            f"{harness.node.get_namespace()}/camera_info" if camera_mode else "")
+    assert pub.wait_for_subscribers(), "distill_node did not subscribe"
+    for i, stamp in enumerate(stamps):
+        pub.publish_frame(stamp, video.points[i], "camera_optical", image=video.rgb[i] if camera_mode else None,
+                          camera=video.camera if camera_mode else None)
+        harness.wait_for(lambda: harness.node.stats.frames > i, timeout=10.0)
+
+
+@pytest.mark.parametrize("mode", ["render", "camera"])
+def test_distill_publishes_offline_targets_and_records_resumable_shards(
+        rclpy_context, tiny_dinov2, video, tmp_path, mode):
+    from sensor_msgs.msg import Image, PointCloud2
+
+    from cross4d_core.msgconv import image_to_rgb, pointcloud2_field, pointcloud2_to_xyz
+    from cross4d_core.targets import TargetCache
+    from cross4d_ros.preprocess import FramePreprocessor, stamp_seed
+
+    cache = str(tmp_path / "cache")
+    stamps = 100.0 + video.stamps
+    node = _distill_node(rclpy_context, f"/distill_{mode}", tiny_dinov2, cache, mode)
+    with NodeHarness(rclpy_context, node) as h:
+        targets = h.subscribe(PointCloud2, f"/distill_{mode}/distill_node/targets")
+        overlays = h.subscribe(Image, f"/distill_{mode}/distill_node/overlay")
+        _publish(h, video, mode == "camera", stamps)
+        assert h.wait_for(lambda: len(targets) == len(overlays) == node.stats.windows == FRAMES - T + 1), \
+            (len(targets), len(overlays), node.stats)
+        assert node.stats.paired_frames == (FRAMES if mode == "camera" else 0)
+        assert node.stats.windows == FRAMES - T + 1 and sum(node.stats.rejected.values()) == 0
+
+    prep = FramePreprocessor(N, np.eye(4))
+    inputs = [prep(video.points[i], stamp_seed(s)) for i, s in enumerate(stamps)]
+    window_points = np.stack([p for p, _ in inputs[-T:]])
+    expected, visible = _offline_targets(window_points, tiny_dinov2, mode, video)
+    last = targets[-1]
+    assert visible.any(), "reference window has no visible point"
+    assert [f.name for f in last.fields] == ["x", "y", "z", "rgb", "target"]
+    index = inputs[-1][1][visible]
+    _, first = np.unique(index, return_index=True)
+    np.testing.assert_allclose(pointcloud2_to_xyz(last), video.points[-1][index[np.sort(first)]])
+    np.testing.assert_allclose(pointcloud2_field(last, "target"), expected[np.sort(first)], rtol=1e-4, atol=1e-5)
+    assert (last.header.stamp.sec, last.header.stamp.nanosec) == (100, 466666667)
+    overlay = image_to_rgb(overlays[-1])
+    assert overlay.shape == ((126, 126, 3) if mode == "render" else video.rgb.shape[1:])
+
+    # windows 0, 2, 4 recorded -> shard 0 (2 windows) written, window 4 flushed at stop into shard 1
+    recorded = TargetCache(cache)
+    assert len(recorded) == 3 and recorded.manifest["source"] == mode
+    item = recorded[2]
+    np.testing.assert_array_equal(item["points"].numpy(), window_points)
+    assert item["grids"].dtype == torch.float16 and item["grids"].shape[-1] == D_P
+    assert item["visible"].shape == (T, N) and item["label"] == -1
+
+    # Restart: recording resumes after the last shard, nothing is overwritten.
+    node = _distill_node(rclpy_context, f"/distill_{mode}", tiny_dinov2, cache, mode)
+    assert node.recorder.next_shard == 2
+    with NodeHarness(rclpy_context, node) as h:
+        _publish(h, video, mode == "camera", stamps + 50.0)
+        assert h.wait_for(lambda: node.stats.windows == FRAMES - T + 1)
+    again = TargetCache(cache)
+    assert len(again) == 6
+    np.testing.assert_array_equal(again[2]["points"].numpy(), window_points)
+    if mode == "render":  # the recorded shards are pretraining data for `cross4d pretrain`
+        _pretrain_on(cache, tmp_path / "pretrain")
+
+
+def _pretrain_on(cache, out):
+    import json
+    import pathlib
+
+    from cross4d_core.cli import main as cross4d
+
+    config = pathlib.Path(__file__).resolve().parents[1] / "config" / "train" / "pretrain_tiny.yaml"
+    assert cross4d(["pretrain", "--config", str(config), "--set", f"data.path={cache}", "--set", f"out_dir={out}",
+                    "--set", "tensorboard=false"]) == 0
+    results = json.loads((out / "pretrain_results.json").read_text())
+    assert results["steps"] > 0 and np.isfinite(results["final_loss"]), results
+    assert (out / "encoder.safetensors").exists()

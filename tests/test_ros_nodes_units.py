@@ -1,0 +1,138 @@
+"""ROS-free pieces of the nodes: preprocessing, PCA colours, parameter checks, transforms."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cross4d_ros.preprocess import FramePreprocessor, pca_colours, stamp_seed
+
+pytest.importorskip("rclpy", reason="rclpy not installed: run `make setup`")
+
+
+def _rigid(angle: float, t) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    m = np.eye(4)
+    m[:3, :3] = [[c, -s, 0], [s, c, 0], [0, 0, 1]]
+    m[:3, 3] = t
+    return m
+
+
+@given(n=st.integers(1, 300), num_points=st.integers(1, 200), seed=st.integers(0, 2**31 - 1))
+def test_preprocess_returns_exactly_n_points_from_the_cloud(n, num_points, seed):
+    rng = np.random.default_rng(seed)
+    pts = rng.normal(size=(n, 3)).astype(np.float32)
+    transform = _rigid(0.3, [1.0, -2.0, 0.5])
+    out, index = FramePreprocessor(num_points, transform)(pts, seed=seed)
+    assert out.shape == (num_points, 3) and out.dtype == np.float32 and index.shape == (num_points,)
+    expected = pts[index].astype(np.float64) @ transform[:3, :3].T + transform[:3, 3]
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    unique = np.unique(index)
+    assert len(unique) == min(n, num_points)  # a subset when too many, every point when too few
+    np.testing.assert_array_equal(index[: len(unique)], np.sort(unique))  # unique prefix in input order
+    if n <= num_points:  # repeat-pad cycles through the cloud
+        np.testing.assert_array_equal(index, np.resize(np.arange(n), num_points))
+
+
+def test_preprocess_is_deterministic_per_seed_and_crops_range():
+    pts = np.array([[0.1, 0, 0], [1, 0, 0], [3, 0, 0], [np.nan, 0, 0], [0, 2, 0]], np.float32)
+    prep = FramePreprocessor(4, np.eye(4), range_min=0.5, range_max=2.5)
+    out, index = prep(pts)
+    np.testing.assert_array_equal(index, [1, 4, 1, 4])
+    big = np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32)
+    a = FramePreprocessor(10, np.eye(4))(big, seed=stamp_seed(1.25))
+    b = FramePreprocessor(10, np.eye(4))(big, seed=stamp_seed(1.25))
+    np.testing.assert_array_equal(a[1], b[1])
+    with pytest.raises(ValueError, match="no points within range"):
+        prep(np.array([[10.0, 0, 0]], np.float32))
+
+
+def test_pca_colours_follow_the_first_principal_component():
+    rng = np.random.default_rng(1)
+    t = np.linspace(-1, 1, 50)
+    direction = rng.normal(size=16)
+    features = t[:, None] * direction[None] * 10 + rng.normal(size=(50, 16)) * 0.01
+    colours = pca_colours(features)
+    assert colours.shape == (50, 3) and colours.dtype == np.uint8
+    red = colours[:, 0].astype(float)
+    assert abs(np.corrcoef(red, t)[0, 1]) > 0.99  # sign of a principal axis is arbitrary
+    assert {red.min(), red.max()} == {0.0, 255.0}
+    assert pca_colours(np.ones((4, 8))).tolist() == [[0, 0, 0]] * 4
+
+
+def test_param_checks_name_the_parameter():
+    from cross4d_ros.params import Param
+
+    assert Param("cloud_topic", "", "x", required=True).check("") == "parameter 'cloud_topic' is required (x)"
+    assert "below its minimum 1" in Param("stride", 1, "x", min=1).check(0)
+    assert "not one of" in Param("qos", "reliable", "x", choices=("reliable", "best_effort")).check("fast")
+    assert "needs 16" in Param("points_transform", [0.0] * 16, "x", length=16).check([1.0])
+    assert Param("top_k", 5, "x", min=1, max=10).check(5) is None
+    d = Param("stride", 1, "frames", read_only=True, min=1, max=8).descriptor()
+    assert d.read_only and d.integer_range[0].from_value == 1 and d.integer_range[0].to_value == 8
+
+
+def test_as_matrix_accepts_rigid_and_rejects_others():
+    from cross4d_ros.stream_node import as_matrix
+
+    m = _rigid(0.7, [1, 2, 3])
+    np.testing.assert_allclose(as_matrix(m.reshape(-1).tolist(), "t"), m)
+    with pytest.raises(ValueError, match="parameter 't' is not a rigid transform"):
+        as_matrix((2 * np.eye(4)).reshape(-1).tolist(), "t")
+
+
+def test_frame_cache_equals_full_window_forward_and_reuses_old_frames():
+    import torch
+
+    from cross4d_core.models import Point4DConfig, Point4DEncoder
+    from cross4d_ros.frame_cache import FrameEncodingCache
+
+    torch.manual_seed(0)
+    encoder = Point4DEncoder(Point4DConfig.tiny()).eval()
+    frames = torch.randn(7, 64, 3)
+    cache = FrameEncodingCache(encoder, capacity=5)
+    T = 4
+    for start in range(0, 4):
+        keys = [float(t) for t in range(start, start + T)]
+        got = cache.encode(keys, frames[start:start + T])
+        with torch.no_grad():
+            expected = encoder(frames[start:start + T][None])
+        torch.testing.assert_close(got.clip_feature, expected.clip_feature, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got.token_features, expected.token_features, rtol=1e-5, atol=1e-6)
+        assert torch.equal(got.token_point_index, expected.token_point_index)
+    assert cache.misses == 7 and cache.hits == 3 * (T - 1) and len(cache) == 5
+    cache.clear()
+    cache.encode([3.0, 4.0, 5.0, 6.0], frames[3:7])
+    assert cache.misses == 11
+
+
+def _record(T=2, N=8, d=4, value=0.0):
+    return {"points": np.full((T, N, 3), value, np.float32), "slot": np.zeros((T, N), np.int64),
+            "patch": np.zeros((T, N), np.int64), "visible": np.ones((T, N), bool),
+            "grids": np.zeros((1, 4, d), np.float16), "clip_target": np.zeros(d, np.float32),
+            "label": -1, "video": 0, "start": 0, "clip": 0}
+
+
+def test_target_recorder_writes_atomic_shards_resumes_and_bounds_disk_use(tmp_path):
+    from cross4d_core.targets import FeatureProjection, TargetCache
+    from cross4d_ros.distill_node import TargetRecorder
+
+    config = {"teacher": {"name": "t"}, "source": "render", "d_p": 4}
+    projection = FeatureProjection.random(6, 4, seed=0)
+    recorder = TargetRecorder(str(tmp_path), config, projection, shard_windows=2, max_bytes=10**9)
+    for i in range(5):
+        recorder.add(_record(value=i))
+    assert recorder.next_shard == 2 and len(TargetCache(tmp_path)) == 4  # 5th waits for its shard
+    recorder.flush()
+    assert len(TargetCache(tmp_path)) == 5
+    np.testing.assert_array_equal(TargetCache(tmp_path)[4]["points"].numpy(), np.full((2, 8, 3), 4.0))
+
+    resumed = TargetRecorder(str(tmp_path), config, projection, shard_windows=2, max_bytes=recorder.bytes + 1)
+    assert resumed.next_shard == 3 and not resumed.full
+    resumed.add(_record())
+    resumed.add(_record())  # shard written -> over the byte budget
+    assert resumed.full and len(TargetCache(tmp_path)) == 7
+    resumed.add(_record())
+    resumed.flush()
+    assert len(TargetCache(tmp_path)) == 7
+    with pytest.raises(ValueError, match="projection"):
+        TargetRecorder(str(tmp_path), config, FeatureProjection.random(6, 4, seed=1), 2, 10**9)
