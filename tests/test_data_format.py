@@ -44,6 +44,9 @@ def test_round_trip_is_exact(tmp_path):
     assert m["counts"]["by_split"] == {"test": {"videos": 1, "frames": 2}, "train": {"videos": 1, "frames": 4}}
     assert m["splits"] == ["test", "train"] and m["complete"]
     assert [e["id"] for e in ds.entries] == ["vid_a", "vid_b"]  # ordered by id, not by write order
+    assert (ds.index_of("vid_a"), ds.index_of("vid_b")) == (0, 1)
+    with pytest.raises(KeyError, match="no video 'vid_c' \\(2 videos\\)"):
+        ds.index_of("vid_c")
     a, b = ds.video(0), ds.video(1)
     assert (a.label, a.split, a.subject, b.label, b.split, b.subject) == (-1, "train", None, 2, "test", 9)
     for t in range(4):

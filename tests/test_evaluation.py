@@ -38,6 +38,10 @@ def test_linear_probe_separates_linearly_separable_features():
     assert acc.clip_accuracy >= 0.99 and acc.video_accuracy >= 0.99
     with pytest.raises(ValueError, match="outside"):
         train_linear_probe(feats[:4], torch.tensor([0, 1, -1, 2]), K)
+    with pytest.raises(ValueError, match="would train nothing: 4 clips, probe.epochs=0"):
+        train_linear_probe(feats[:4], labels[:4], K, ProbeConfig(epochs=0))
+    with pytest.raises(ValueError, match="would train nothing: 0 clips"):
+        train_linear_probe(feats[:0], labels[:0], K)
 
 
 def test_video_level_accuracy_hand_computed():

@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cross4d_core.models import Point4DConfig, Point4DEncoder
 from cross4d_core.objectives import ObjectiveConfig, build_objective, cosine_distillation_loss, variance_penalty
@@ -51,7 +52,7 @@ def test_objective_decreases_loss_on_fixed_problem(name):
     losses = train_losses(objective, tiny_batch())
     assert all(math.isfinite(v) for v in losses)
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:3]) / 3, losses
-    assert objective.encoder is not None and objective.requires_training
+    assert isinstance(objective.encoder, Point4DEncoder) and objective.requires_training
 
 
 def test_dense_metrics_and_supervision_uses_token_centre_points():
@@ -63,7 +64,14 @@ def test_dense_metrics_and_supervision_uses_token_centre_points():
     assert out.metrics["supervised"].item() == token_visible.sum().item()
     assert out.metrics["coverage"].item() == pytest.approx(token_visible.float().mean().item())
     assert out.metrics["point_coverage"].item() == pytest.approx(batch["visible"].float().mean().item())
-    assert -1.0 <= out.metrics["cosine"].item() <= 1.0
+    # cosine = mean over visible token centres of cos(head(token feature), grid[slot, patch] of the centre)
+    predictions = objective.head(encoded.token_features)
+    cosines = []
+    for b, t, m in torch.nonzero(token_visible).tolist():
+        n = int(encoded.token_point_index[b, t, m])
+        target = batch["grids"][b, batch["slot"][b, t, n], batch["patch"][b, t, n]].float()
+        cosines.append(F.cosine_similarity(predictions[b, t, m], target, dim=0).item())
+    assert out.metrics["cosine"].item() == pytest.approx(sum(cosines) / len(cosines), abs=1e-5)
 
 
 def test_dense_loss_ignores_invisible_targets_even_nan():

@@ -130,6 +130,14 @@ def test_precompute_resumes_and_refuses_other_settings(dinov2, tmp_path):
     (out / "shards" / "shard-000001" / "patch.npy").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="patch.npy: unreadable"):
         TargetCache(out)[2]
+    np.save(out / "shards" / "shard-000001" / "patch.npy", np.zeros((1, 4, 50), np.int32))  # truncated shard
+    with pytest.raises(ValueError, match=r"patch.npy: holds \(1,\) clips, the manifest says 2"):
+        TargetCache(out)[2]
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["shards"][0]["clips"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"manifest.json: 'shards' must be a list.*KeyError: 'clips'"):
+        TargetCache(out)
 
 
 def test_precompute_pca_and_video_teacher(tmp_path):

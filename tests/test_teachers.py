@@ -62,7 +62,9 @@ def test_dinov2_camera_preprocessing_resize_and_crop(teacher_dirs):
     unnormalised = pixels * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(IMAGENET_MEAN)[:, None, None]
     torch.testing.assert_close(unnormalised, expected, atol=1e-5, rtol=1e-5)
     feats, _ = teacher.grid_features(images)
-    assert feats.shape == (2, 3, 3, 32)
+    with torch.no_grad():
+        hidden = teacher.model(pixel_values=pixels).last_hidden_state
+    torch.testing.assert_close(feats, hidden[:, 1:].reshape(2, 3, 3, 32))  # the cropped image's patch tokens
     patch, inside = teacher.pixel_to_grid(torch.tensor([[31.5, 23.5], [0.0, 0.0]]), 48, 64)
     assert patch.tolist() == [4, -1] and inside.tolist() == [True, False]
 

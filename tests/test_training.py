@@ -14,6 +14,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from safetensors.torch import save_file
 from torch import nn
 
 from cross4d_core.training import (
@@ -219,9 +220,15 @@ def test_tensorboard_scalars_written(tmp_path):
     assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4]
 
 
-def test_trainer_rejects_bad_batch_size(tmp_path):
-    with pytest.raises(ValueError, match="no full batch"):
-        Trainer(make_config(tmp_path, "data.batch_size=64"), NoisyRegression(), PointsDataset())
+@pytest.mark.parametrize("override, match", [
+    ("data.batch_size=64", r"dataset of 32 items gives no full batch of data.batch_size=64"),
+    ("data.batch_size=0", r"data.batch_size=0 must be >= 1"),
+    ("epochs=0", r"epochs=0 and max_steps=None must be >= 1"),
+    ("max_steps=0", r"epochs=3 and max_steps=0 must be >= 1"),
+])
+def test_trainer_rejects_bad_sizes(tmp_path, override, match):
+    with pytest.raises(ValueError, match=match):
+        Trainer(make_config(tmp_path, override), NoisyRegression(), PointsDataset())
 
 
 DDP_WORKER = textwrap.dedent('''
@@ -311,6 +318,10 @@ def test_recognizer_round_trip(tmp_path):
                                                          "encoder.safetensors"]
     with pytest.raises(ValueError, match="2 label names"):
         save_classifier(tmp_path, head, ["a", "b"])
+    save_file({"weight": torch.zeros(3, encoder.hidden_size), "bias": torch.zeros(2)},
+              tmp_path / "classifier.safetensors")
+    with pytest.raises(CheckpointError, match=r"classifier.safetensors: expected tensors weight \[K,C\] and bias \[K\]"):
+        load_recognizer(tmp_path)
     (tmp_path / "encoder.safetensors").write_bytes(b"\x00" * 10)
     with pytest.raises(CheckpointError, match="encoder.safetensors"):
         load_recognizer(tmp_path)

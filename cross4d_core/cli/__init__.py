@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -26,9 +27,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. Bad input (the project's errors are ``ValueError`` / ``OSError``
+    subclasses whose message names the file or field) is reported as one line and exit
+    code 1; ``CROSS4D_TRACEBACK=1`` re-raises it for debugging."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (ValueError, OSError) as exc:
+        if os.environ.get("CROSS4D_TRACEBACK") == "1":
+            raise
+        command = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
+        print(f"cross4d {command}: error: {exc}", file=sys.stderr)
+        return 1

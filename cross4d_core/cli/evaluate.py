@@ -30,7 +30,7 @@ def register(subparsers) -> None:
         p.add_argument("--checkpoint", required=True, help="pretrained checkpoint directory (encoder.safetensors)")
         p.add_argument("--dataset", required=True, help="dataset root (on-disk format)")
         p.add_argument("--out", default=None, help="output directory (default: see the command)")
-        add_config_arguments(p, f"config/train/{yaml_name}")
+        add_config_arguments(p, yaml_name)
         if name == "finetune":
             p.add_argument("--resume", action="store_true", help="continue unfinished fine-tuning runs")
         p.set_defaults(func=handler)

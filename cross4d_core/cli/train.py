@@ -10,9 +10,14 @@ import argparse
 import sys
 from pathlib import Path
 
+# The repository's config/train/, so the default configs are found from any working directory.
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "train"
+
 
 def add_config_arguments(parser: argparse.ArgumentParser, default_config: str | None) -> None:
-    parser.add_argument("--config", default=default_config, help="YAML config (default: %(default)s)")
+    """``--config`` (default: ``default_config`` in :data:`CONFIG_DIR`) and repeatable ``--set``."""
+    default = str(CONFIG_DIR / default_config) if default_config else None
+    parser.add_argument("--config", default=default, help="YAML config (default: %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.lr=1e-3 (repeatable)")
 
@@ -20,7 +25,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, default_config: str | 
 def register(subparsers) -> None:
     p = subparsers.add_parser("pretrain", help="pretrain the POINT4D student (torchrun for multi-GPU)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(p, "config/train/pretrain_dense.yaml")
+    add_config_arguments(p, "pretrain_dense.yaml")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
     p.set_defaults(func=run_pretrain)
 

@@ -454,6 +454,9 @@ class Dataset4D:
         return self._videos
 
     def index_of(self, video_id: str) -> int:
+        """Position of ``video_id`` in the (id-sorted) video index; KeyError naming the dataset if absent."""
+        if video_id not in self._index:
+            raise KeyError(f"{self.root}: no video {video_id!r} ({len(self._index)} videos)")
         return self._index[video_id]
 
     def video(self, i: int) -> VideoRecord:

@@ -414,6 +414,8 @@ def convert_bag(
     from cross4d_core.data.format import DatasetWriter
 
     bag = Path(bag)
+    if not bag.exists():  # before the writer creates an empty dataset at ``out``
+        raise FileNotFoundError(f"{bag}: no such bag")
     stride = window_length if stride is None else stride
     stats = BagStats()
     written = skipped = 0

@@ -32,6 +32,9 @@ def train_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes
     """
     if features.ndim != 2 or labels.shape != (features.shape[0],):
         raise ValueError(f"expected features [M,C] and labels [M], got {tuple(features.shape)}, {tuple(labels.shape)}")
+    if features.shape[0] == 0 or config.epochs < 1 or config.batch_size < 1:
+        raise ValueError(f"linear probe would train nothing: {features.shape[0]} clips, "
+                         f"probe.epochs={config.epochs}, probe.batch_size={config.batch_size} (each must be >= 1)")
     bad = (labels < 0) | (labels >= num_classes)
     if bad.any():
         raise ValueError(f"{int(bad.sum())} training labels outside [0, {num_classes}) "

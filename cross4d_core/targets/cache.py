@@ -87,7 +87,7 @@ class TargetCacheWriter:
                     array = np.stack([np.asarray(r[name]) for r in records]).astype(dtype, copy=False)
                 else:
                     array = np.zeros((0,), dtype=dtype)
-                np.save(tmp / f"{name}.npy", array)
+                np.save(tmp / f"{name}.npy", array, allow_pickle=False)
             (tmp / "report.json").write_text(json.dumps({"dropped": dropped, "nonfinite_points": nonfinite_points}))
 
     def finalize(self) -> dict:
@@ -95,7 +95,7 @@ class TargetCacheWriter:
         shards = sorted(p for p in (self.root / "shards").iterdir() if p.is_dir() and not p.name.startswith("."))
         counts, dropped, nonfinite, visible_sum, point_sum = [], [], 0, 0, 0
         for shard in shards:
-            visible = np.load(shard / "visible.npy", mmap_mode="r")
+            visible = np.load(shard / "visible.npy", mmap_mode="r", allow_pickle=False)
             counts.append(int(visible.shape[0]))
             visible_sum += int(np.count_nonzero(visible))
             point_sum += int(visible.size) if visible.ndim > 1 else 0
@@ -135,8 +135,13 @@ class TargetCache(torch.utils.data.Dataset):
             self.manifest = json.loads(manifest_path.read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"{manifest_path}: corrupt manifest ({err})") from err
-        self._shards = [entry["name"] for entry in self.manifest["shards"]]
-        self._offsets = np.cumsum([0] + [entry["clips"] for entry in self.manifest["shards"]]).tolist()
+        try:
+            self._shards = [str(entry["name"]) for entry in self.manifest["shards"]]
+            self._clips = [int(entry["clips"]) for entry in self.manifest["shards"]]
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{manifest_path}: 'shards' must be a list of {{'name', 'clips'}} entries "
+                             f"({type(err).__name__}: {err})") from err
+        self._offsets = np.cumsum([0] + self._clips).tolist()
         self._arrays: dict[int, dict[str, np.ndarray]] = {}
 
     def __len__(self) -> int:
@@ -152,9 +157,12 @@ class TargetCache(torch.utils.data.Dataset):
             arrays = {}
             for name in ARRAY_FIELDS:
                 try:
-                    arrays[name] = np.load(folder / f"{name}.npy", mmap_mode="r")
+                    arrays[name] = np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
                 except (OSError, ValueError) as err:
                     raise ValueError(f"{folder / name}.npy: unreadable cache file ({err})") from err
+                if arrays[name].shape[:1] != (self._clips[shard],):
+                    raise ValueError(f"{folder / name}.npy: holds {arrays[name].shape[:1]} clips, the manifest "
+                                     f"says {self._clips[shard]}")
             self._arrays[shard] = arrays
         return self._arrays[shard]
 

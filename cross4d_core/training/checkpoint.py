@@ -177,6 +177,7 @@ def save_classifier(directory: str | Path, classifier: nn.Linear, label_names: l
 
 
 def read_recognizer_config(directory: str | Path) -> dict:
+    """The ``config.json`` of a checkpoint directory (CheckpointError when missing or invalid)."""
     return read_json(Path(directory) / CONFIG_FILE)
 
 
@@ -201,7 +202,8 @@ def load_classifier(directory: str | Path, device: torch.device | str = "cpu") -
     if not path.exists():
         return None
     tensors = _load_tensors(path)
-    if set(tensors) != {"weight", "bias"} or tensors["weight"].ndim != 2:
+    if (set(tensors) != {"weight", "bias"} or tensors["weight"].ndim != 2
+            or tensors["bias"].shape != tensors["weight"].shape[:1]):
         raise CheckpointError(f"{path}: expected tensors weight [K,C] and bias [K], got "
                               f"{ {k: tuple(v.shape) for k, v in tensors.items()} }")
     k, c = tensors["weight"].shape

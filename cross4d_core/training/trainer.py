@@ -135,6 +135,11 @@ class Trainer:
         self.dataset = dataset
         self.collate_fn = collate_fn
         world = self.dist.world_size
+        if config.epochs < 1 or (config.max_steps is not None and config.max_steps < 1):
+            raise ValueError(f"epochs={config.epochs} and max_steps={config.max_steps} must be >= 1 "
+                             "(the run would train nothing)")
+        if config.data.batch_size < 1:
+            raise ValueError(f"data.batch_size={config.data.batch_size} must be >= 1")
         if config.data.batch_size % world:
             raise ValueError(f"data.batch_size={config.data.batch_size} must be divisible by the "
                              f"world size {world}")
