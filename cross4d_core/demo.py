@@ -30,10 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from cross4d_core.cli.train import CONFIG_DIR
+
 # The demo protocol, sized for ~10 minutes on a 2-core CPU (the model size lives in
 # config/train/pretrain_demo.yaml). The paper's protocol: 24 x 2048 clips, the 3.3M-parameter
 # POINT4D, ~100 epochs (config/train/pretrain_dense.yaml).
-PRETRAIN_CONFIG = "config/train/pretrain_demo.yaml"
+PRETRAIN_CONFIG = "pretrain_demo.yaml"  # in cross4d_core.cli.train.CONFIG_DIR
 FRAMES, FRAME_STEP, CLIP_STRIDE, POINTS = 12, 1, 4, 256
 NODE_STRIDE = 4  # the node recognises a window every 4 new frames
 OBJECTIVES = ("none", "global", "dense")
@@ -144,7 +146,7 @@ class Demo:
             if (out / "pretrain_results.json").exists():
                 print(f"  {objective}: done already ({out})", flush=True)
                 continue
-            self.cross4d("pretrain", "--config", PRETRAIN_CONFIG, "--set", f"objective.name={objective}",
+            self.cross4d("pretrain", "--config", str(CONFIG_DIR / PRETRAIN_CONFIG), "--set", f"objective.name={objective}",
                          "--set", f"out_dir={out}", "--set", f"data.path={cache}", "--set", f"epochs={epochs}")
         return runs
 
@@ -196,7 +198,7 @@ class Demo:
                       "paper's claims. With the real `facebook/dinov2-*` weights in the Hugging Face cache the same "
                       "command distils the real teacher.", ""]
         lines += [f"Protocol (all three encoders): synthetic world, cross-subject split; clips of {FRAMES} frames "
-                  f"(step {FRAME_STEP}) x {POINTS} points; the POINT4D of `{PRETRAIN_CONFIG}`; pretraining on the train split only; linear probe 300 epochs "
+                  f"(step {FRAME_STEP}) x {POINTS} points; the POINT4D of `config/train/{PRETRAIN_CONFIG}`; pretraining on the train split only; linear probe 300 epochs "
                   "on frozen mean-pooled features; video accuracy = argmax of summed clip softmaxes.", "",
                   "| encoder | probe video accuracy | clip accuracy | test videos |", "|---|---|---|---|"]
         for obj in OBJECTIVES:

@@ -22,7 +22,7 @@ from std_msgs.msg import Header
 from cross4d_core.correspondence import fit_virtual_camera
 from cross4d_core.geometry.projection import pixel_of, project_points
 from cross4d_core.targets import FeatureProjection, TargetCacheWriter
-from cross4d_core.targets.precompute import _correspond
+from cross4d_core.targets.precompute import correspond_clip
 from cross4d_core.types import Clip
 from cross4d_core.windowing import Window
 from cross4d_ros.messages import make_image, make_pointcloud2
@@ -173,7 +173,7 @@ class DistillNode(StreamNode):
     def process_window(self, window: Window) -> None:
         p = self.params
         clip, indices = self._clip(window)
-        images, corr = _correspond(clip, self.teacher, p["correspondence"], p["render_image_size"], 1,
+        images, corr = correspond_clip(clip, self.teacher, p["correspondence"], p["render_image_size"], 1,
                                    p["depth_tolerance"])
         feats, transform = self.teacher.grid_features(images)
         grids = self.projection(feats).reshape(feats.shape[0], -1, p["d_p"])  # [S, P, d_p]

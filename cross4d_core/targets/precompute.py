@@ -16,7 +16,7 @@ from cross4d_core.correspondence import CorrespondenceError, camera_corresponden
 from cross4d_core.targets.cache import TargetCacheWriter
 from cross4d_core.targets.projection import FeatureProjection
 from cross4d_core.teachers.base import Teacher
-from cross4d_core.types import Clip
+from cross4d_core.types import Clip, Correspondence
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,15 @@ def _clip_at(dataset, index: int) -> tuple[Clip, int, int]:
     return clip, index, 0
 
 
-def _correspond(clip: Clip, teacher: Teacher, source: str, image_size: int, splat_radius: int,
-                depth_tolerance: float):
+def correspond_clip(clip: Clip, teacher: Teacher, source: str, image_size: int = 126, splat_radius: int = 1,
+                    depth_tolerance: float = 0.05) -> tuple[torch.Tensor, Correspondence]:
+    """The images the teacher sees and the point -> patch correspondence of one clip.
+
+    ``render``: depth-shaded ``[T, image_size, image_size, 3]`` renders from the clip's virtual
+    camera; ``camera``: the clip's own ``[T, H, W, 3]`` images and cameras. Both go through the
+    teacher's own image transform, so the patch indices match its feature grid. Shared by
+    ``cross4d precompute`` and the ROS ``distill_node``.
+    """
     if source == "render":
         transform = teacher.image_transform(image_size, image_size)
         return render_correspondence(clip.points, image_size, teacher.patch_size, splat_radius, transform=transform,
@@ -110,7 +117,7 @@ def precompute_targets(
 
     def features_of(index: int):
         clip, video, start = _clip_at(clip_dataset, index)
-        images, corr = _correspond(clip, teacher, source, image_size, splat_radius, depth_tolerance)
+        images, corr = correspond_clip(clip, teacher, source, image_size, splat_radius, depth_tolerance)
         feats, transform = teacher.grid_features(images)
         if transform.grid_size != corr.grid_size:
             raise RuntimeError(f"teacher grid {transform.grid_size} != correspondence grid {corr.grid_size}")
