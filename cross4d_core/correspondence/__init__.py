@@ -7,7 +7,7 @@ from cross4d_core.correspondence.render import (
     render_index_map,
     shade_depth,
 )
-from cross4d_core.correspondence.zbuffer import ZBuffer, nearest_depth_in_footprint, splat_zbuffer, winners_visible
+from cross4d_core.correspondence.zbuffer import ZBuffer, nearest_depth_in_footprint, splat_zbuffer
 
 __all__ = [
     "CorrespondenceError",
@@ -19,5 +19,4 @@ __all__ = [
     "render_index_map",
     "shade_depth",
     "splat_zbuffer",
-    "winners_visible",
 ]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from cross4d_core.correspondence.inputs import as_points
-from cross4d_core.correspondence.zbuffer import splat_zbuffer, winners_visible
+from cross4d_core.correspondence.zbuffer import splat_zbuffer
 from cross4d_core.geometry.camera import PinholeCamera
 from cross4d_core.geometry.image_transform import ImageTransform
 from cross4d_core.geometry.projection import project_points
@@ -40,11 +40,10 @@ def fit_virtual_camera(
         points: ``[T, N, 3]`` (or ``[N, 3]``) metres; non-finite points are ignored.
         image_size: square image side in pixels; fov_deg: full field of view.
     """
-    pts = torch.as_tensor(points).float().reshape(-1, 3)
-    finite = torch.isfinite(pts.sum(-1))
+    columns = torch.as_tensor(points).float().reshape(-1, 3).T.contiguous()  # [3, M]: contiguous per coordinate
+    finite = torch.isfinite(columns).all(0)
     if not bool(finite.any()):
         raise ValueError("fit_virtual_camera: no finite point in the clip")
-    columns = pts.T.contiguous()  # [3, M]: per-coordinate rows keep every op below contiguous
     z_axis = torch.tensor(view_dir, dtype=torch.float32)
     z_axis = z_axis / z_axis.norm()
     y_axis = torch.tensor(down, dtype=torch.float32)
@@ -53,8 +52,9 @@ def fit_virtual_camera(
         raise ValueError(f"fit_virtual_camera: down {down} is parallel to view_dir {view_dir}")
     y_axis = y_axis / y_axis.norm()
     R = torch.stack([torch.linalg.cross(y_axis, z_axis), y_axis, z_axis])
-    columns = torch.where(finite, columns, torch.nan)
-    centre = columns.nanmean(1)
+    if not bool(finite.all()):
+        columns = torch.where(finite, columns, torch.nan)
+    centre = columns.nansum(1) / finite.sum()  # nanmean without its own NaN count
     rel = columns - centre[:, None]
     x, y, z = (R[i, 0] * rel[0] + R[i, 1] * rel[1] + R[i, 2] * rel[2] for i in range(3))
     extent = float(rel.abs().nan_to_num(0.0).amax()) * 3**0.5
@@ -72,12 +72,13 @@ def fit_virtual_camera(
 
 def shade_depth(point_id: torch.Tensor, depth: torch.Tensor, near: float, far: float) -> torch.Tensor:
     """Depth-shaded grey RGB ``[T, H, W, 3]`` uint8 from the winner map ``point_id [T, H, W]``
-    (:attr:`ZBuffer.point_id`) and the points' depths ``[T, N]``: 255 at ``near`` down to 55 at
-    ``far``, black background."""
+    (int32 or int64, :attr:`ZBuffer.point_id`) and the points' depths ``[T, N]``: 255 at
+    ``near`` down to 55 at ``far``, black background."""
     scale = max(far - near, 1e-9)
     grey = (255.0 - 200.0 * ((depth.reshape(-1) - near) / scale).clamp(0, 1)).round().to(torch.uint8)
     grey = torch.cat([grey, grey.new_zeros(1)])  # entry T * N: background
-    return grey[point_id][..., None].expand(*point_id.shape, 3).contiguous()
+    pixels = grey.index_select(0, point_id.reshape(-1)).view(point_id.shape)
+    return torch.stack([pixels, pixels, pixels], -1)
 
 
 def render_correspondence(
@@ -132,13 +133,12 @@ def _render(points, image_size, patch, splat_radius, camera, transform, tubelet,
         )
     proj = project_points(points, camera)
     zbuf = splat_zbuffer(proj.uv, proj.depth, proj.valid, image_size, image_size, splat_radius)
-    point_id = zbuf.point_id
     patch_index, inside = transform.pixel_to_grid(proj.uv)
-    visible = winners_visible(point_id, N) & inside
+    visible = zbuf.won & inside
     inf = torch.tensor(float("inf"))
     near = float(torch.where(proj.valid, proj.depth, inf).min())
     far = float(torch.where(proj.valid, proj.depth, -inf).max())
-    images = shade_depth(point_id, proj.depth, near, far)
+    images = shade_depth(zbuf.point_id, proj.depth, near, far)
     slot = (torch.arange(T, device=points.device) // tubelet)[:, None].expand(T, N).contiguous()
     corr = Correspondence(
         slot=slot,

@@ -1,22 +1,27 @@
-"""Z-buffered square splatting: one scatter-min of packed (depth, index) keys, then a
-separable min-filter for the splat footprint (no loop over points or pixels).
+"""Z-buffered square splatting: scatter-min of packed (depth, point id) keys (no loop over
+points or pixels).
 
-A point with depth ``z > 0`` and index ``n`` gets the int64 key ``bits(float32 z) << 32 | n``;
-for non-negative floats the bit pattern orders like the value, so the smallest key at a
-pixel is the nearest point, ties going to the lowest index. A point draws the pixels within
-``radius`` of its centre pixel, so the smallest key at a pixel is the min over that
-neighbourhood of the per-centre-pixel minima: a square min-filter, done row then column.
+Point ``n`` of frame ``t`` with depth ``z > 0`` gets the int64 key
+``bits(float32 z) << 32 | t N + n``; for non-negative floats the bit pattern orders like the
+value, so the smallest key at a pixel of frame ``t`` is the nearest point, ties going to the
+lowest index. An empty pixel holds ``bits(inf) << 32 | T N``, larger than every finite key. So
+the low 32 bits of every pixel are a clip-wide point id that indexes per-point tables
+``[T * N + 1]`` (last entry: background), read in place as an int32 view, and the high 32 bits
+are the pixel's depth. A point draws the pixels within ``radius`` of its centre pixel: one
+scatter-min per footprint offset. A point is a winner when its key is the minimum at one of
+its footprint pixels (read back per point, not per pixel).
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import torch
 
 from cross4d_core.geometry.projection import pixel_of
 
-_EMPTY = torch.iinfo(torch.int64).max
-_LOW32 = 0xFFFFFFFF
+_INF_BITS = 0x7F800000  # float32 +inf
+_LOW_WORD = 0 if sys.byteorder == "little" else 1  # int32 half of an int64 holding its low 32 bits
 
 
 @dataclass
@@ -24,26 +29,31 @@ class ZBuffer:
     """Per-pixel result of :func:`splat_zbuffer`, decoded on demand.
 
     Attributes:
-        keys: ``[T, H, W]`` int64 packed (depth, point index) of the nearest point per pixel.
+        keys: ``[T, H, W]`` int64 packed (depth, point id) of the nearest point per pixel (a
+            view into the padded splat buffer).
         centre: ``[T, N, 2]`` int64 (column, row) pixel of each point's projection.
+        won: ``[T, N]`` bool: the point is the nearest at one or more pixels.
     """
 
     keys: torch.Tensor
     centre: torch.Tensor
+    won: torch.Tensor
+
+    @property
+    def point_id(self) -> torch.Tensor:
+        """``[T, H, W]`` int32 clip-wide id ``t * N + n`` of the nearest point, ``T * N`` where
+        empty (an index into per-point ``[T * N + 1]`` tables). A view of the keys' low 32 bits:
+        no copy."""
+        return self.keys.view(torch.int32)[..., _LOW_WORD::2]
 
     @property
     def index(self) -> torch.Tensor:
         """``[T, H, W]`` int64 index (into the frame's N points) of the nearest point, -1 where
         empty; ties in depth go to the lowest point index."""
-        return torch.where(self.keys == _EMPTY, torch.full_like(self.keys, -1), self.keys & _LOW32)
-
-    @property
-    def point_id(self) -> torch.Tensor:
-        """``[T, H, W]`` int64 clip-wide id ``t * N + n`` of the nearest point, ``T * N`` where
-        empty (one index for lookups into per-point ``[T * N + 1]`` tables)."""
         T, N = self.centre.shape[:2]
+        point_id = self.point_id
         frame_start = torch.arange(0, T * N, N, device=self.keys.device)[:, None, None]
-        return torch.where(self.keys == _EMPTY, T * N, (self.keys & _LOW32) + frame_start)
+        return (point_id - frame_start).masked_fill_(point_id == T * N, -1)
 
     @property
     def depth(self) -> torch.Tensor:
@@ -59,22 +69,7 @@ class ZBuffer:
 
 
 def _key_depth(keys: torch.Tensor) -> torch.Tensor:
-    depth = (keys >> 32).int().view(torch.float32)
-    return torch.where(keys == _EMPTY, torch.full_like(depth, float("inf")), depth)
-
-
-def _min_filter(padded: torch.Tensor, radius: int) -> torch.Tensor:
-    """Square ``(2r + 1)^2`` min-filter of ``padded [T, H + 2r, W + 2r]`` -> ``[T, H, W]``."""
-    H, W = padded.shape[1] - 2 * radius, padded.shape[2] - 2 * radius
-    rows = padded[:, :, radius : radius + W]
-    for offset in range(2 * radius + 1):
-        if offset != radius:
-            rows = torch.minimum(rows, padded[:, :, offset : offset + W])
-    out = rows[:, radius : radius + H]
-    for offset in range(2 * radius + 1):
-        if offset != radius:
-            out = torch.minimum(out, rows[:, offset : offset + H])
-    return out
+    return (keys >> 32).int().view(torch.float32)  # empty pixels hold the bits of inf
 
 
 def splat_zbuffer(uv: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor, height: int, width: int,
@@ -88,22 +83,38 @@ def splat_zbuffer(uv: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor, he
         height, width: image size in pixels; radius: splat half-size in pixels.
     """
     T, N = depth.shape
-    if N >= 2**32:
-        raise ValueError(f"splat_zbuffer: {N} points per frame do not fit the 32-bit index of the depth key")
+    if T * N >= 2**31:
+        raise ValueError(f"splat_zbuffer: {T} frames x {N} points do not fit the 31-bit point id of the depth key")
     device = depth.device
-    centre = pixel_of(torch.where(valid[..., None], uv, torch.zeros_like(uv)))
+    centre = pixel_of(torch.where(valid[..., None], uv, 0.0))
     col, row = centre.unbind(-1)
     draws = valid & (col >= 0) & (col < width) & (row >= 0) & (row < height)
-    bits = depth.float().clamp_min(0).view(torch.int32).long()
-    keys = torch.where(draws, (bits << 32) | torch.arange(N, device=device), _EMPTY)
-    # centre keys go straight into a buffer padded by the footprint, which the min-filter reads
+    empty = _INF_BITS << 32 | T * N
+    keys = depth.float().clamp_min(0).view(torch.int32).long().bitwise_left_shift_(32)
+    keys |= torch.arange(T * N, device=device).view(T, N)
+    keys = keys.masked_fill_(~draws, empty).view(-1)
+    # The buffer is padded by the footprint, so every footprint pixel has an address in its own
+    # frame. A point that draws nothing scatters the empty key (a no-op) around the frame's corner.
     padded_h, padded_w = height + 2 * radius, width + 2 * radius
-    frame = torch.arange(T, device=device)[:, None]
-    dump = T * padded_h * padded_w  # one extra bin collects the points that draw nothing
-    flat = torch.where(draws, (frame * padded_h + row + radius) * padded_w + col + radius, dump)
-    zbuf = torch.full((dump + 1,), _EMPTY, dtype=torch.long, device=device)
-    zbuf.scatter_reduce_(0, flat.reshape(-1), keys.reshape(-1), reduce="amin")
-    return ZBuffer(_min_filter(zbuf[:dump].reshape(T, padded_h, padded_w), radius), centre)
+    flat = (row + radius).mul_(padded_w).add_(col).masked_fill_(~draws, radius * padded_w)
+    flat += torch.arange(radius, T * padded_h * padded_w, padded_h * padded_w, device=device)[:, None]
+    flat = flat.view(-1)
+    zbuf = torch.full((T, padded_h, padded_w), empty, dtype=torch.int64, device=device)
+    buffer = zbuf.view(-1)
+    # one scatter per footprint offset keeps every temporary at [T * N] (a fused scatter
+    # would allocate (2r + 1)^2 copies of the keys and addresses)
+    offsets = [dy * padded_w + dx for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
+    for offset in offsets:
+        buffer.scatter_reduce_(0, flat + offset, keys, reduce="amin")
+    if radius > 0:  # footprint pixels off the image are not drawn: no point wins them
+        for border in (zbuf[:, :radius], zbuf[:, -radius:], zbuf[:, :, :radius], zbuf[:, :, -radius:]):
+            border.fill_(empty)
+    # a point wins a pixel where its own key is the minimum; read back per point, not per pixel
+    won = torch.zeros_like(keys, dtype=torch.bool)
+    for offset in offsets:
+        won |= buffer.index_select(0, flat + offset) == keys
+    won = won.view(T, N) & draws
+    return ZBuffer(zbuf[:, radius : radius + height, radius : radius + width], centre, won)
 
 
 def nearest_depth_in_footprint(uv: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor, height: int, width: int,
@@ -112,15 +123,16 @@ def nearest_depth_in_footprint(uv: torch.Tensor, depth: torch.Tensor, valid: tor
 
     Equals ``splat_zbuffer(...).depth_at_centres()`` without drawing the full image: the
     splatted z-buffer at pixel q is the minimum of the centre-only z-buffer over q's
-    neighbourhood, so each point gathers its ``(2r + 1)^2`` neighbours from a float32
-    centre-only buffer. Cheap for large images with sparse points (camera mode).
+    neighbourhood, a separable min: each point is scattered along its row into a float32
+    buffer (``2r + 1`` scatter-mins), then reads ``2r + 1`` pixels down its column. Cheap for
+    large images with sparse points (camera mode).
 
     Returns:
         ``[T, N]`` float32 metres (``inf`` for points whose centre is off the image).
     """
     T, N = depth.shape
     device = depth.device
-    col, row = pixel_of(torch.where(valid[..., None], uv, torch.zeros_like(uv))).unbind(-1)
+    col, row = pixel_of(torch.where(valid[..., None], uv, 0.0)).unbind(-1)
     draws = valid & (col >= 0) & (col < width) & (row >= 0) & (row < height)
     # The buffer spans the bounding box of the drawn pixels grown by the footprint, so every
     # neighbour read stays inside it (pixels off the image are never drawn and read as inf),
@@ -137,19 +149,12 @@ def nearest_depth_in_footprint(uv: torch.Tensor, depth: torch.Tensor, valid: tor
     base, order = base.sort()
     zbuf = torch.full(((T + 1) * box_h * box_w,), float("inf"), device=device)
     point_depth = torch.where(draws, depth.float(), float("inf")).reshape(-1)[order]
-    zbuf.scatter_reduce_(0, base, point_depth, reduce="amin")
-    offsets = torch.arange(-radius, radius + 1, device=device)
-    dy, dx = torch.meshgrid(offsets, offsets, indexing="ij")
-    neighbours = base[:, None] + (dy * box_w + dx).reshape(-1)  # [T * N, (2r + 1)^2]
+    # one scatter / gather per offset keeps every temporary at [T * N]
+    for dx in range(-radius, radius + 1):
+        zbuf.scatter_reduce_(0, base + dx, point_depth, reduce="amin")
+    nearest_sorted = zbuf.index_select(0, base - radius * box_w)
+    for dy in range(-radius + 1, radius + 1):
+        torch.minimum(nearest_sorted, zbuf.index_select(0, base + dy * box_w), out=nearest_sorted)
     nearest = torch.empty(T * N, device=device)
-    nearest[order] = zbuf[neighbours].amin(-1)
+    nearest[order] = nearest_sorted
     return nearest.reshape(T, N)
-
-
-def winners_visible(point_id: torch.Tensor, num_points: int) -> torch.Tensor:
-    """``[T, N]`` bool: the point wins at least one pixel of ``point_id [T, H, W]``
-    (:attr:`ZBuffer.point_id`)."""
-    T = point_id.shape[0]
-    visible = torch.zeros(T * num_points + 1, dtype=torch.bool, device=point_id.device)
-    visible.index_fill_(0, point_id.reshape(-1), True)
-    return visible[:-1].reshape(T, num_points)

@@ -144,7 +144,7 @@ def project_points(
         x, y, z = (T[:, i, 0] * x + T[:, i, 1] * y + T[:, i, 2] * z + T[:, i, 3] for i in range(3))
     # comparisons with NaN are False: NaN or infinite x, y fall outside the image below
     in_front = (z > min_depth) & (z < float("inf"))
-    z_safe = torch.where(in_front, z, torch.ones_like(z))
+    z_safe = torch.where(in_front, z, 1.0)
     xn, yn = x / z_safe, y / z_safe
     coeffs = cameras.coeffs.to(points)
     xr, yr = _distort_rational(xn, yn, coeffs) if bool(coeffs.any()) else (xn, yn)
