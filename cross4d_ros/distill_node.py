@@ -28,7 +28,8 @@ from cross4d_core.windowing import Window
 from cross4d_ros.messages import make_image, make_pointcloud2
 from cross4d_ros.params import Param
 from cross4d_ros.perception_node import resolve_torch_device
-from cross4d_ros.preprocess import FramePreprocessor, pca_colours, stamp_seed
+from cross4d_core.colours import pca_colours
+from cross4d_ros.preprocess import FramePreprocessor, stamp_seed
 from cross4d_ros.stream_node import StreamNode, as_matrix, run_node
 
 _IDENTITY = [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]

@@ -19,7 +19,8 @@ from cross4d_core.windowing import Window
 from cross4d_ros.frame_cache import FrameEncodingCache
 from cross4d_ros.messages import make_action_recognition, make_point_embeddings
 from cross4d_ros.params import Param
-from cross4d_ros.preprocess import FramePreprocessor, pca_colours, stamp_seed
+from cross4d_core.colours import pca_colours
+from cross4d_ros.preprocess import FramePreprocessor, stamp_seed
 from cross4d_ros.stream_node import StreamNode, as_matrix, run_node
 
 PERCEPTION_PARAMS = [

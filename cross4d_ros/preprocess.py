@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 
 @dataclass(frozen=True)
@@ -51,19 +50,3 @@ class FramePreprocessor:
 def stamp_seed(stamp: float) -> int:
     """A per-frame sampling seed from its stamp (the same frame is sampled the same way again)."""
     return int(round(stamp * 1e6)) & 0x7FFFFFFF
-
-
-def pca_colours(features: np.ndarray | torch.Tensor) -> np.ndarray:
-    """``[N, D]`` features -> ``[N, 3]`` uint8 colours: the first three principal components
-    (eigenvectors of the D x D covariance), each scaled to 0..255 by its own range (RViz /
-    Foxglove display of embeddings). Runs in torch, in the encoder's thread pool."""
-    x = torch.as_tensor(features, dtype=torch.float32)
-    x = x - x.mean(dim=0, keepdim=True)
-    k = min(3, x.shape[0], x.shape[1])
-    proj = torch.zeros(x.shape[0], 3)
-    if k:
-        _, vectors = torch.linalg.eigh(x.T @ x)
-        proj[:, :k] = x @ vectors.flip(-1)[:, :k]
-    lo, hi = proj.amin(dim=0), proj.amax(dim=0)
-    scale = torch.where(hi > lo, 255.0 / (hi - lo).clamp_min(1e-12), torch.zeros_like(hi))
-    return ((proj - lo) * scale).round().clamp(0, 255).to(torch.uint8).numpy()

@@ -382,7 +382,7 @@ def run_node(node_class, args=None) -> int:
     """``main()`` of a stream node: init, build (parameter errors -> exit code 2), spin, shut down."""
     import rclpy
     from rclpy.exceptions import ParameterException
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     rclpy.init(args=args)
     node = None
@@ -393,7 +393,10 @@ def run_node(node_class, args=None) -> int:
             rclpy.logging.get_logger(node_class.__name__).fatal(str(exc))
             return 2
         node.start()
-        executor = MultiThreadedExecutor(num_threads=2)
+        # Callbacks only enqueue, so one executor thread is enough; rclpy's MultiThreadedExecutor
+        # busy-polls while idle and, holding the GIL, starves the inference worker thread
+        # (seconds per window on a 2-core machine).
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -15,14 +15,14 @@ class NodeHarness:
     """
 
     def __init__(self, rclpy, node, reliability: str = "reliable"):
-        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.executors import SingleThreadedExecutor
 
         self.rclpy = rclpy
         self.node = node
         self.helper = rclpy.create_node(f"test_helper_{next(_names)}")
         self.received: dict[str, list] = {}
         self._lock = threading.Lock()
-        self.executor = MultiThreadedExecutor(num_threads=3)
+        self.executor = SingleThreadedExecutor()  # as run_node: see the note there
         self.executor.add_node(self.node)
         self.executor.add_node(self.helper)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cross4d_ros.preprocess import FramePreprocessor, pca_colours, stamp_seed
+from cross4d_ros.preprocess import FramePreprocessor, stamp_seed
 
 pytest.importorskip("rclpy", reason="rclpy not installed: run `make setup`")
 
@@ -44,19 +44,6 @@ def test_preprocess_is_deterministic_per_seed_and_crops_range():
     np.testing.assert_array_equal(a[1], b[1])
     with pytest.raises(ValueError, match="no points within range"):
         prep(np.array([[10.0, 0, 0]], np.float32))
-
-
-def test_pca_colours_follow_the_first_principal_component():
-    rng = np.random.default_rng(1)
-    t = np.linspace(-1, 1, 50)
-    direction = rng.normal(size=16)
-    features = t[:, None] * direction[None] * 10 + rng.normal(size=(50, 16)) * 0.01
-    colours = pca_colours(features)
-    assert colours.shape == (50, 3) and colours.dtype == np.uint8
-    red = colours[:, 0].astype(float)
-    assert abs(np.corrcoef(red, t)[0, 1]) > 0.99  # sign of a principal axis is arbitrary
-    assert {red.min(), red.max()} == {0.0, 255.0}
-    assert pca_colours(np.ones((4, 8))).tolist() == [[0, 0, 0]] * 4
 
 
 def test_param_checks_name_the_parameter():

@@ -1,5 +1,5 @@
 """Results report (the paper's tables from results JSONs) and PNG figures."""
-from cross4d_core.reporting.colours import patch_colours, pca_colours
+from cross4d_core.colours import patch_colours, pca_colours
 from cross4d_core.reporting.figures import (
     plot_correspondence_overlay,
     plot_embedding_pca,

@@ -1,4 +1,5 @@
-"""Colour maps for figures: patch-grid colours and PCA colours of embeddings."""
+"""Colour maps: patch-grid colours (figures) and PCA colours of embeddings (figures, and the
+``rgb`` field the ROS nodes publish for RViz / Foxglove)."""
 from __future__ import annotations
 
 import numpy as np
@@ -24,19 +25,27 @@ def patch_colours(patch: np.ndarray, grid_size: tuple[int, int]) -> np.ndarray:
     return np.stack([red, green, blue], axis=-1).astype(np.uint8)
 
 
-def pca_colours(features: np.ndarray) -> np.ndarray:
-    """``[N, D]`` features -> ``[N, 3]`` uint8 colours: the first three principal components,
-    each scaled to 0..255 by its own range (components beyond ``min(N, D)`` stay 0)."""
-    features = np.asarray(features)
+def pca_colours(features) -> np.ndarray:
+    """``[N, D]`` features (numpy or torch) -> ``[N, 3]`` uint8 colours: the first three principal
+    components, each scaled to 0..255 by its own range (components beyond ``min(N, D)`` and
+    components without variance stay 0).
+
+    The components are the top eigenvectors of the ``D x D`` scatter matrix (cheaper than an
+    SVD of the ``N x D`` matrix for N >> D). numpy, not torch: torch's OpenMP eigh can take
+    seconds when its thread pool competes with the ROS executor's threads.
+    """
+    features = np.asarray(features.detach().cpu() if hasattr(features, "detach") else features)
     if features.ndim != 2:
         raise ValueError(f"pca_colours: features must be [N, D], got shape {features.shape}")
-    x = features.astype(np.float32) - features.mean(axis=0, keepdims=True)
+    if features.shape[0] == 0:
+        return np.zeros((0, 3), dtype=np.uint8)
+    x = features.astype(np.float64) - features.mean(axis=0, keepdims=True)
     k = min(3, x.shape[0], x.shape[1])
-    if k == 0:
-        return np.zeros((features.shape[0], 3), dtype=np.uint8)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    proj = np.zeros((x.shape[0], 3), dtype=np.float32)
-    proj[:, :k] = x @ vt[:k].T
+    proj = np.zeros((x.shape[0], 3))
+    if k:
+        _, vectors = np.linalg.eigh(x.T @ x)
+        proj[:, :k] = x @ vectors[:, ::-1][:, :k]
     lo, hi = proj.min(axis=0), proj.max(axis=0)
-    scale = np.where(hi > lo, 255.0 / np.maximum(hi - lo, 1e-12), 0.0)
+    spread = hi - lo
+    scale = np.divide(255.0, spread, out=np.zeros_like(spread), where=spread > 1e-9 * (1 + np.abs(hi)))
     return np.clip(np.rint((proj - lo) * scale), 0, 255).astype(np.uint8)
