@@ -111,12 +111,14 @@ class Demo:
                 return name, f"{name} (real weights, local Hugging Face cache)"
         path = self.work / "teacher-random-dinov2"
         if not (path / "config.json").exists():
+            import torch
             from transformers import Dinov2Config, Dinov2Model
 
             from cross4d_core.fileio import atomic_directory
 
             config = Dinov2Config(hidden_size=96, num_hidden_layers=4, num_attention_heads=4, intermediate_size=192,
                                   patch_size=14, image_size=126)
+            torch.manual_seed(0)  # the same random teacher on every machine: reproducible numbers
             with atomic_directory(path) as tmp:
                 Dinov2Model(config).eval().save_pretrained(tmp)
         banner = "!" * 88

@@ -13,6 +13,7 @@ checkpoint stores every rank's RNG states and the position inside the epoch.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -260,9 +261,13 @@ class Trainer:
         self.module.train()
         started, clips = time.perf_counter(), 0
         try:
+            progress = self.dist.is_main and cfg.progress
+            # A live bar on a terminal; one line per epoch in logs and pipes (`make demo > log`).
+            live = progress and sys.stderr.isatty()
             while epoch < cfg.epochs and step < max_steps:
+                epoch_started = time.perf_counter()
                 bar = tqdm(total=self.steps_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                           disable=not (self.dist.is_main and cfg.progress), dynamic_ncols=True, leave=False)
+                           disable=not live, dynamic_ncols=True, leave=False)
                 epoch_losses = []
                 batch_index = start_batch
                 for batch in self._loader(epoch, start_batch):
@@ -285,6 +290,10 @@ class Trainer:
                 bar.close()
                 if epoch_losses:
                     result.epoch_losses.append(sum(epoch_losses) / len(epoch_losses))
+                    if progress and not live:
+                        print(f"epoch {epoch + 1}/{cfg.epochs}: loss {result.epoch_losses[-1]:.4f} "
+                              f"({len(epoch_losses)} steps, {time.perf_counter() - epoch_started:.1f} s)",
+                              file=sys.stderr, flush=True)
                     if writer is not None:
                         writer.add_scalar("train/epoch_loss", result.epoch_losses[-1], epoch + 1)
                 if batch_index >= self.steps_per_epoch:
