@@ -1,5 +1,4 @@
 """POINT4D encoder: shapes, size of the paper config, determinism, frame locality, save/load."""
-import json
 
 import pytest
 import torch
@@ -81,26 +80,6 @@ def test_frame_tokens_are_frame_local_and_cacheable():
     assert torch.equal(tokens.frames(2).point_index, singles[2].point_index)
     # The transformer mixes frames: changing frame 1 changes frame 0's output tokens.
     assert not torch.allclose(encoder(changed).token_features[:, 0], encoder(points).token_features[:, 0])
-
-
-def test_save_and_load_round_trip(tmp_path):
-    encoder, points = tiny_encoder(3, grouping="first"), clip(3)
-    encoder.save_pretrained(tmp_path / "enc")
-    assert sorted(p.name for p in (tmp_path / "enc").iterdir()) == ["config.json", "model.safetensors"]
-    loaded = Point4DEncoder.from_pretrained(tmp_path / "enc").eval()
-    assert loaded.config == encoder.config
-    assert torch.equal(loaded(points).token_features, encoder(points).token_features)
-    config = json.loads((tmp_path / "enc" / "config.json").read_text())
-    config["sa1_radius"] = -1
-    (tmp_path / "enc" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="sa1_radius"):
-        Point4DEncoder.from_pretrained(tmp_path / "enc")
-    (tmp_path / "enc" / "config.json").write_text(json.dumps(encoder.config.to_dict()))
-    (tmp_path / "enc" / "model.safetensors").write_bytes(b"not safetensors")
-    with pytest.raises(ValueError, match="model.safetensors"):
-        Point4DEncoder.from_pretrained(tmp_path / "enc")
-    with pytest.raises(FileNotFoundError, match="config.json"):
-        Point4DEncoder.from_pretrained(tmp_path / "missing")
 
 
 def test_bad_inputs_and_configs_raise_clear_errors():

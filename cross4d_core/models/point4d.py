@@ -16,20 +16,14 @@ neighbourhoods are radius-bounded but order-invariant).
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cross4d_core.fileio import atomic_path, write_json_atomic
 from cross4d_core.ops import ball_query, farthest_point_sample, gather_points, interpolate_features
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 MODEL_TYPE = "point4d"
 
 
@@ -315,37 +309,3 @@ class Point4DEncoder(nn.Module):
                              f"[B, T] = {tuple(output.token_centres.shape[:2])}")
         k = neighbours or self.config.point_feature_neighbours
         return interpolate_features(points.float(), output.token_centres, output.token_features, k=k)
-
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (each atomically)."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        with atomic_path(directory / WEIGHTS_NAME) as tmp:
-            save_file(state, str(tmp), metadata={"format": "pt"})
-        write_json_atomic(directory / CONFIG_NAME, self.config.to_dict())
-        return directory
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu"
-                        ) -> "Point4DEncoder":
-        """Load an encoder written by :meth:`save_pretrained`."""
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise FileNotFoundError(f"Point4DEncoder.from_pretrained: missing {path}")
-        try:
-            config = Point4DConfig.from_dict(json.loads(config_path.read_text()))
-        except (json.JSONDecodeError, TypeError, ValueError) as error:
-            raise ValueError(f"invalid POINT4D config {config_path}: {error}") from error
-        model = cls(config)
-        try:
-            state = load_file(str(weights_path), device=str(map_location))
-            model.load_state_dict(state, strict=True)
-        except Exception as error:  # safetensors raises its own error types for corrupt files
-            raise ValueError(f"cannot load POINT4D weights {weights_path}: {error}") from error
-        return model.to(map_location)
