@@ -94,7 +94,8 @@ class _Client:
         self.sent: dict[tuple[int, int], float] = {}
         self.latencies: list[float] = []
         self.received = 0
-        self.diagnostics: dict[str, str] = {}
+        self.diagnostics: dict[str, str] = {}  # of the perception_node in `ns`
+        self.node_name = f"{ns}/perception_node"
         self._lock = threading.Lock()
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         self.node.create_subscription(ActionRecognition, f"{ns}/perception_node/actions", self._on_action, reliable)
@@ -114,10 +115,8 @@ class _Client:
 
     def _on_diagnostics(self, msg) -> None:
         for status in msg.status:
-            if status.name.startswith(f"{self.ns_prefix}"):
+            if status.name.startswith(self.node_name):
                 self.diagnostics = {kv.key: kv.value for kv in status.values}
-
-    ns_prefix = "/bench_ros/perception_node"
 
     def publish(self, stamp: float, points: np.ndarray) -> None:
         from cross4d_ros.messages import make_header, make_pointcloud2
@@ -142,15 +141,6 @@ def _stream(client: _Client, frames, rate_hz: float, count: int, t0: float) -> f
     return t0 + count * period
 
 
-def _wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 def run(report) -> None:
     import torch
 
@@ -163,6 +153,8 @@ def run(report) -> None:
 
 
 def _run(report) -> None:
+    from cross4d_ros.replay import wait_until
+
     with tempfile.TemporaryDirectory() as tmp:
         encoder = _checkpoint(Path(tmp))
         frames = _frames(48)
@@ -180,13 +172,13 @@ def _run(report) -> None:
                 raise RuntimeError(f"perception_node did not come up: {node.stderr.read() if node.poll() else ''}")
             # warm-up: fill the window (the first window encodes all 24 frames)
             t = _stream(client, frames, 4.0, T + 4, 1000.0)
-            _wait(lambda: client.received >= 5, 30.0)
+            wait_until(lambda: client.received >= 5, 30.0)
             time.sleep(0.6)
             keys = ("windows", "inference_ms_total", "embeddings_ms_total")
             before = {k: float(client.diagnostics.get(k, 0)) for k in keys}
             client.latencies.clear()
             t = _stream(client, frames, 4.0, 30, t + 1.0)
-            _wait(lambda: len(client.latencies) >= 30, 5.0)
+            wait_until(lambda: len(client.latencies) >= 30, 5.0)
             time.sleep(0.6)
             lat = sorted(client.latencies)
             delta = {k: float(client.diagnostics[k]) - before[k] for k in keys}
@@ -208,7 +200,7 @@ def _run(report) -> None:
                           int(client.diagnostics.get("dropped_cloud", 0)))
                 count = int(rate * 3)
                 t = _stream(client, frames, rate, count, t + 1.0)
-                _wait(lambda: client.received - before[0] >= count, 3.0)
+                wait_until(lambda: client.received - before[0] >= count, 3.0)
                 time.sleep(0.6)
                 got = client.received - before[0]
                 skipped = int(client.diagnostics.get("skipped_windows", 0)) - before[1]

@@ -13,6 +13,7 @@ import os
 import signal
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ def perception_node_command(checkpoint: Path, cloud_topic: str, window_length: i
 
         executable = [str(Path(get_package_prefix("cross4d")) / "lib" / "cross4d" / "perception_node")]
     except (ImportError, LookupError, ValueError):
-        executable = ["python", "-c", "import sys; from cross4d_ros.perception_node import main; sys.exit(main())"]
+        executable = [sys.executable, "-c", "import sys; from cross4d_ros.perception_node import main; sys.exit(main())"]
     transform = "[" + ",".join(repr(float(v)) for v in np.asarray(points_transform).ravel()) + "]"  # all doubles
     return executable + ["--ros-args", "-p", f"checkpoint:={checkpoint}", "-p", f"cloud_topic:={cloud_topic}",
                          "-p", f"window_length:={window_length}", "-p", f"stride:={stride}",

@@ -12,6 +12,7 @@ disk use, resumed after a restart.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -27,19 +28,17 @@ from cross4d_core.types import Clip
 from cross4d_core.windowing import Window
 from cross4d_ros.messages import make_image, make_pointcloud2
 from cross4d_ros.params import Param
-from cross4d_ros.perception_node import resolve_torch_device
+from cross4d_ros.perception_node import TORCH_PARAMS, configure_torch
 from cross4d_core.colours import pca_colours
 from cross4d_ros.preprocess import FramePreprocessor, stamp_seed
 from cross4d_ros.stream_node import StreamNode, as_matrix, run_node
 
 _IDENTITY = [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
 
-DISTILL_PARAMS = [
+DISTILL_PARAMS = TORCH_PARAMS + [
     Param("teacher_kind", "dinov2", "frozen teacher family", read_only=True, choices=("dinov2", "vjepa2")),
     Param("teacher_model", "", "teacher model directory (save_pretrained) or Hugging Face id in the local cache",
           read_only=True, required=True),
-    Param("device", "cpu", "torch device: cpu, cuda or cuda:N", read_only=True),
-    Param("torch_threads", 0, "CPU threads of torch; 0 = torch's default", read_only=True, min=0, max=1024),
     Param("correspondence", "render", "render: virtual camera from the cloud alone; camera: real Image + CameraInfo",
           read_only=True, choices=("render", "camera")),
     Param("camera_from_cloud", _IDENTITY, "row-major 4x4 extrinsic: cloud frame -> camera optical frame "
@@ -65,7 +64,8 @@ class TargetRecorder:
     """Appends windows + targets to a target cache as atomic shards; resumes after a restart.
 
     A restart with the same settings continues after the last complete shard (a shard
-    that was being written when the process died never appeared: atomic rename).
+    that was being written when the process died never appeared: atomic rename). ``add``
+    (worker thread) and ``flush`` (also called by ``stop``) are serialised by a lock.
     """
 
     def __init__(self, root: str, config: dict, projection: FeatureProjection, shard_windows: int,
@@ -84,15 +84,21 @@ class TargetRecorder:
         self.recorded = 0
         self.bytes = _directory_bytes(self.writer.root)
         self.full = self.bytes >= max_bytes
+        self._lock = threading.Lock()
 
     def add(self, record: dict) -> None:
-        if self.full:
-            return
-        self.records.append(record)
-        if len(self.records) >= self.shard_windows:
-            self.flush()
+        with self._lock:
+            if self.full:
+                return
+            self.records.append(record)
+            if len(self.records) >= self.shard_windows:
+                self._flush()
 
     def flush(self) -> None:
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
         if not self.records:
             return
         self.writer.write_shard(self.next_shard, self.records, [], 0)
@@ -110,9 +116,7 @@ class DistillNode(StreamNode):
         from cross4d_core.teachers import load_teacher
 
         p = self.params
-        self.device = resolve_torch_device(p["device"])
-        if p["torch_threads"]:
-            torch.set_num_threads(p["torch_threads"])
+        self.device = configure_torch(p)
         if p["correspondence"] == "camera" and not (p["image_topic"] and p["camera_info_topic"]):
             raise ValueError("correspondence 'camera' needs both 'image_topic' and 'camera_info_topic'")
         points_transform = as_matrix(p["points_transform"], "points_transform")
@@ -204,7 +208,7 @@ class DistillNode(StreamNode):
                 "label": -1, "video": window.sequence, "start": window.index, "clip": window.index,
             })
             if self.recorder.full:
-                self.warn_throttled(f"recording stopped: {self.recorder.writer.root} holds "
+                self.warn_throttled("recording", f"recording stopped: {self.recorder.writer.root} holds "
                                     f"{self.recorder.bytes} bytes >= record_max_bytes")
 
     def _overlay(self, clip: Clip, images: torch.Tensor, visible: np.ndarray, colours: np.ndarray) -> np.ndarray:

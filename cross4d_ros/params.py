@@ -88,4 +88,6 @@ RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": Reliabi
 
 def qos_profile(reliability: str, depth: int) -> QoSProfile:
     """A keep-last QoS profile; sensor-data QoS is ``best_effort`` with a small depth."""
+    if reliability not in RELIABILITY:
+        raise ValueError(f"QoS reliability {reliability!r} is not one of {list(RELIABILITY)}")
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth), reliability=RELIABILITY[reliability])

@@ -23,13 +23,17 @@ from cross4d_core.colours import pca_colours
 from cross4d_ros.preprocess import FramePreprocessor, stamp_seed
 from cross4d_ros.stream_node import StreamNode, as_matrix, run_node
 
-PERCEPTION_PARAMS = [
-    Param("checkpoint", "", "checkpoint directory (encoder.safetensors, classifier.safetensors, config.json)",
-          read_only=True, required=True),
-    Param("labels", [""], "label names overriding the checkpoint's ([''] = use the checkpoint's)", read_only=True),
+#: Parameters of every node that runs a torch model.
+TORCH_PARAMS = [
     Param("device", "cpu", "torch device: cpu, cuda or cuda:N", read_only=True),
     Param("torch_threads", 0, "CPU threads of torch; 0 = torch's default. Fewer threads than cores avoid "
           "OpenMP oversubscription when the CPU is shared with other processes", read_only=True, min=0, max=1024),
+]
+
+PERCEPTION_PARAMS = TORCH_PARAMS + [
+    Param("checkpoint", "", "checkpoint directory (encoder.safetensors, classifier.safetensors, config.json)",
+          read_only=True, required=True),
+    Param("labels", [""], "label names overriding the checkpoint's ([''] = use the checkpoint's)", read_only=True),
     Param("publish_embeddings", True, "publish ~/point_embeddings (N x D x 4 bytes per window)"),
     Param("embedding_max_points", 0, "at most this many points in ~/point_embeddings; 0 = all", min=0,
           max=1_000_000),
@@ -38,11 +42,22 @@ PERCEPTION_PARAMS = [
 
 
 def resolve_torch_device(name: str) -> torch.device:
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:  # e.g. 'gpu' or 'cuda:x': torch's own message, as a parameter error
+        raise ValueError(f"parameter 'device' = {name!r} is not cpu, cuda or cuda:N ({exc})") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"parameter 'device' = {name!r}, but CUDA is not available")
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"parameter 'device' = {name!r} is not cpu, cuda or cuda:N")
+    return device
+
+
+def configure_torch(params: dict) -> torch.device:
+    """Apply the :data:`TORCH_PARAMS` (thread count) and return the checked device."""
+    device = resolve_torch_device(params["device"])
+    if params["torch_threads"]:
+        torch.set_num_threads(params["torch_threads"])
     return device
 
 
@@ -52,9 +67,7 @@ class PerceptionNode(StreamNode):
         from cross4d_core.training.checkpoint import CheckpointError, load_recognizer
 
         p = self.params
-        self.device = resolve_torch_device(p["device"])
-        if p["torch_threads"]:
-            torch.set_num_threads(p["torch_threads"])
+        self.device = configure_torch(p)
         try:
             encoder, classifier, label_names, meta = load_recognizer(p["checkpoint"])
         except (CheckpointError, OSError, ValueError) as exc:
@@ -109,10 +122,12 @@ class PerceptionNode(StreamNode):
     @torch.no_grad()
     def process_window(self, window: Window) -> None:
         started = time.perf_counter()
-        inputs = [self._frame_input(f) for f in window.frames]
+        # Forget frames that left the window first: a frame that fails to preprocess must not
+        # keep the others of its windows alive forever.
         live = {f.stamp for f in window.frames}
         for stamp in [s for s in self._frame_inputs if s not in live]:
             del self._frame_inputs[stamp]
+        inputs = [self._frame_input(f) for f in window.frames]
         points = torch.from_numpy(np.stack([pts for pts, _ in inputs])).to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             output = self.cache.encode([f.stamp for f in window.frames], points)

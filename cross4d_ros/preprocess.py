@@ -22,6 +22,13 @@ class FramePreprocessor:
     range_min: float = 0.0
     range_max: float = 0.0
 
+    def __post_init__(self) -> None:
+        if int(self.num_points) < 1:
+            raise ValueError(f"num_points must be >= 1, got {self.num_points}")
+        if self.range_max > 0 and self.range_min >= self.range_max:
+            raise ValueError(f"range_min = {self.range_min} m is not below range_max = {self.range_max} m "
+                             "(range_max 0 = no crop): no point could pass the crop")
+
     def __call__(self, points: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Returns ``(model_points [N, 3] float32, index [N] int64 into points)`` or raises ValueError
         when no point survives. More than N points: a random subset (seeded, kept in input

@@ -9,20 +9,26 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from builtin_interfaces.msg import Time
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from cross4d_core.geometry.camera import PinholeCamera
 from cross4d_ros.messages import make_camera_info, make_header, make_image, make_pointcloud2, sec_to_stamp
+from cross4d_ros.params import qos_profile
 
-_TYPES = {"sensor_msgs/msg/PointCloud2": PointCloud2, "sensor_msgs/msg/Image": Image,
-          "sensor_msgs/msg/CameraInfo": CameraInfo}
+def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.02) -> bool:
+    """Poll ``predicate`` every ``poll`` s for up to ``timeout`` s; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return bool(predicate())
 
 
 class SequencePublisher:
@@ -38,8 +44,7 @@ class SequencePublisher:
 
     def __init__(self, node: Node, cloud_topic: str, image_topic: str = "", camera_info_topic: str = "",
                  reliability: str = "best_effort", depth: int = 10, clock: bool = False) -> None:
-        qos = QoSProfile(depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT if reliability == "best_effort"
-                         else ReliabilityPolicy.RELIABLE)
+        qos = qos_profile(reliability, depth)
         self.cloud = node.create_publisher(PointCloud2, cloud_topic, qos)
         self.image = node.create_publisher(Image, image_topic, qos) if image_topic else None
         self.camera_info = node.create_publisher(CameraInfo, camera_info_topic, qos) if camera_info_topic else None
@@ -51,12 +56,7 @@ class SequencePublisher:
 
     def wait_for_subscribers(self, timeout: float = 10.0) -> bool:
         """Block until every data publisher has a matched subscriber (DDS discovery)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all(p.get_subscription_count() > 0 for p in self.publishers()):
-                return True
-            time.sleep(0.02)
-        return False
+        return wait_until(lambda: all(p.get_subscription_count() > 0 for p in self.publishers()), timeout)
 
     def publish_clock(self, stamp: float | int) -> None:
         """``/clock`` at ``stamp``: float seconds, or exact integer nanoseconds."""
@@ -109,7 +109,7 @@ class BagPlayer:
             so a loop replays exactly the same data).
     """
 
-    def __init__(self, publisher: SequencePublisher, messages: list[tuple[str, float, bytes]]) -> None:
+    def __init__(self, publisher: SequencePublisher, messages: list[tuple[str, int, bytes]]) -> None:
         self.publisher = publisher
         self.messages = messages
         self._by_kind = {"cloud": publisher.cloud, "image": publisher.image, "camera_info": publisher.camera_info}

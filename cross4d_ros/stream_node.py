@@ -19,8 +19,8 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
-from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks, qos_policy_name_from_kind
 from rclpy.node import Node
+from rclpy.qos import qos_policy_name_from_kind
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from cross4d_core.msgconv import (
@@ -32,6 +32,11 @@ from cross4d_core.msgconv import (
 )
 from cross4d_core.windowing import Frame, NearestStampQueue, Window, WindowBuffer
 from cross4d_ros.params import Param, declare_and_validate, qos_profile
+
+try:
+    from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
+except ImportError:  # Humble: the module was renamed to event_handler in Iron
+    from rclpy.qos_event import PublisherEventCallbacks, SubscriptionEventCallbacks
 
 #: Parameters every streaming node has (the node classes add their own).
 STREAM_PARAMS = [
@@ -140,6 +145,7 @@ class StreamNode(Node):
         self._stop = threading.Event()
         self._time_jumped = threading.Event()
         self._seen_resets = 0
+        self._last_warned: dict[str, float] = {}  # kind -> monotonic time of its last warning
 
         in_qos = qos_profile(p["qos_input_reliability"], p["qos_input_depth"])
         self.output_qos = qos_profile(p["qos_output_reliability"], p["qos_output_depth"])
@@ -179,10 +185,18 @@ class StreamNode(Node):
     def publisher_events(self) -> PublisherEventCallbacks:
         return PublisherEventCallbacks(incompatible_qos=self._on_incompatible_qos)
 
-    def warn_throttled(self, text: str, error: bool = False) -> None:
-        throttle = self.get_parameter("warn_throttle").value
-        log = self.get_logger().error if error else self.get_logger().warning
-        log(text, **({"throttle_duration_sec": throttle} if throttle > 0 else {}))
+    def warn_throttled(self, kind: str, text: str, error: bool = False) -> None:
+        """Log ``text`` unless a message of the same ``kind`` was logged less than ``warn_throttle`` s ago.
+
+        Throttled here, per kind: rclpy's ``throttle_duration_sec`` throttles per call site
+        (one site for every kind) and raises ValueError once the duration changes.
+        """
+        now = time.monotonic()
+        last = self._last_warned.get(kind)
+        if last is not None and now - last < self.get_parameter("warn_throttle").value:
+            return
+        self._last_warned[kind] = now
+        (self.get_logger().error if error else self.get_logger().warning)(text)
 
     def start(self) -> "StreamNode":
         self._worker.start()
@@ -229,7 +243,7 @@ class StreamNode(Node):
                 self._step()
             except Exception as exc:  # a bug in one step must not kill the node's processing
                 self.stats.failed_windows += 1
-                self.warn_throttled(f"worker step failed: {type(exc).__name__}: {exc}", error=True)
+                self.warn_throttled("step", f"worker step failed: {type(exc).__name__}: {exc}", error=True)
 
     def _reset(self, why: str) -> None:
         self.stats.time_jumps += 1
@@ -260,8 +274,8 @@ class StreamNode(Node):
             action(msg)
         except Exception as exc:  # MessageFormatError for malformed input; anything else is counted too
             self.stats.rejected[kind] += 1
-            self.warn_throttled(f"rejected {kind} message ({sum(self.stats.rejected.values())} rejected so far): "
-                                f"{type(exc).__name__}: {exc}")
+            self.warn_throttled(f"rejected_{kind}", f"rejected {kind} message ({sum(self.stats.rejected.values())} "
+                                f"rejected so far): {type(exc).__name__}: {exc}")
 
     def _enqueue_cloud(self, msg, arrival: float) -> None:
         stamp = stamp_to_seconds(msg.header.stamp)
@@ -307,7 +321,7 @@ class StreamNode(Node):
     def _push_frame(self, stamp: float, frame_id: str, points: np.ndarray) -> Window | None:
         if points.shape[0] == 0:
             self.stats.rejected["cloud"] += 1
-            self.warn_throttled(f"rejected cloud at t={stamp:.6f}: no finite points")
+            self.warn_throttled("empty_cloud", f"rejected cloud at t={stamp:.6f}: no finite points")
             return None
         tolerance = self.get_parameter("sync_tolerance").value
         self.image_queue.tolerance = self.camera_queue.tolerance = tolerance
@@ -321,7 +335,7 @@ class StreamNode(Node):
         window = self.window_buffer.push(frame)
         if self.window_buffer.rejected != rejected_before:
             self.stats.rejected["cloud"] += 1
-            self.warn_throttled(f"rejected cloud with duplicate or invalid stamp t={stamp:.6f}")
+            self.warn_throttled("cloud_stamp", f"rejected cloud with duplicate or invalid stamp t={stamp:.6f}")
             return None
         if self.window_buffer.resets != self._seen_resets:
             self._seen_resets = self.window_buffer.resets
@@ -339,7 +353,7 @@ class StreamNode(Node):
             self.stats.windows += 1
         except Exception as exc:
             self.stats.failed_windows += 1
-            self.warn_throttled(f"window {window.index} [{window.start:.3f}, {window.end:.3f}] failed: "
+            self.warn_throttled("window", f"window {window.index} [{window.start:.3f}, {window.end:.3f}] failed: "
                                 f"{type(exc).__name__}: {exc}", error=True)
             return
         self.stats.processing_ms = (time.perf_counter() - started) * 1e3

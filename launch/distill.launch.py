@@ -12,6 +12,12 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node, SetParameter
+from launch_ros.parameter_descriptions import ParameterValue
+
+
+def _string(value) -> ParameterValue:
+    """A path argument passed as a string (not YAML-parsed: a directory named `1` or `true` stays a path)."""
+    return ParameterValue(value, value_type=str)
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -35,7 +41,7 @@ def generate_launch_description() -> LaunchDescription:
         emulate_tty=True,
         parameters=[
             LaunchConfiguration("config"),
-            {"teacher_model": LaunchConfiguration("teacher"), "record_dir": LaunchConfiguration("out")},
+            {"teacher_model": _string(LaunchConfiguration("teacher")), "record_dir": _string(LaunchConfiguration("out"))},
         ],
         remappings=[
             ("points", LaunchConfiguration("cloud")),

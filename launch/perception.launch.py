@@ -11,6 +11,12 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node, SetParameter
+from launch_ros.parameter_descriptions import ParameterValue
+
+
+def _string(value) -> ParameterValue:
+    """A path argument passed as a string (not YAML-parsed: a directory named `1` or `true` stays a path)."""
+    return ParameterValue(value, value_type=str)
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -31,7 +37,7 @@ def generate_launch_description() -> LaunchDescription:
         namespace=LaunchConfiguration("namespace"),
         output="screen",
         emulate_tty=True,
-        parameters=[LaunchConfiguration("config"), {"checkpoint": LaunchConfiguration("checkpoint")}],
+        parameters=[LaunchConfiguration("config"), {"checkpoint": _string(LaunchConfiguration("checkpoint"))}],
         # The YAML names the logical topics `points`, `image`, `camera_info`; remap them here.
         remappings=[
             ("points", LaunchConfiguration("cloud")),

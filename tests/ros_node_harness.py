@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 
 _names = itertools.count()
 
@@ -14,7 +13,7 @@ class NodeHarness:
     Use as a context manager; ``harness.received[topic]`` lists messages in arrival order.
     """
 
-    def __init__(self, rclpy, node, reliability: str = "reliable"):
+    def __init__(self, rclpy, node):
         from rclpy.executors import SingleThreadedExecutor
 
         self.rclpy = rclpy
@@ -41,16 +40,9 @@ class NodeHarness:
         return box
 
     def wait_for(self, predicate, timeout: float = 20.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.02)
-        return predicate()
+        from cross4d_ros.replay import wait_until
 
-    def wait_matched(self, publisher, timeout: float = 10.0) -> None:
-        assert self.wait_for(lambda: publisher.get_subscription_count() > 0, timeout), \
-            f"no subscriber matched {publisher.topic_name}"
+        return wait_until(predicate, timeout)
 
     def __enter__(self) -> "NodeHarness":
         if hasattr(self.node, "start"):

@@ -1,5 +1,6 @@
 """Launch files: always byte-compiled; loaded and inspected when launch_ros is importable
 (it is not on PyPI, so on machines without a ROS install that part is skipped)."""
+import ast
 import importlib.util
 import pathlib
 import py_compile
@@ -16,6 +17,44 @@ def test_launch_files_exist_and_compile(tmp_path):
     assert [p.name for p in LAUNCH_FILES] == ["distill.launch.py", "perception.launch.py"]
     for path in LAUNCH_FILES:
         py_compile.compile(str(path), cfile=str(tmp_path / (path.name + "c")), doraise=True)
+
+
+#: The launch / launch_ros API the files may use: present unchanged in Humble, Jazzy and Kilted.
+LONG_STANDING_API = {
+    "os": {"path"}, "ament_index_python.packages": {"get_package_share_directory"},
+    "launch": {"LaunchDescription"}, "launch.actions": {"DeclareLaunchArgument"},
+    "launch.substitutions": {"LaunchConfiguration"}, "launch_ros.actions": {"Node", "SetParameter"},
+    "launch_ros.parameter_descriptions": {"ParameterValue"},
+}
+
+
+def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == name]
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_launch_file_uses_long_standing_api_described_arguments_and_sim_time(path):
+    """Static checks that run without a ROS install (launch_ros is not on PyPI)."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            assert {a.name for a in node.names} <= LONG_STANDING_API.get(node.module, set()), ast.dump(node)
+        elif isinstance(node, ast.Import):
+            assert {a.name for a in node.names} <= set(LONG_STANDING_API), ast.dump(node)
+    declared = {}
+    for call in _calls(tree, "DeclareLaunchArgument"):
+        keywords = {k.arg: k.value for k in call.keywords}
+        assert isinstance(keywords.get("description"), ast.Constant) and keywords["description"].value, \
+            f"{path.name}: argument {ast.unparse(call.args[0])} has no description"
+        declared[call.args[0].value] = keywords
+    assert {"config", "use_sim_time", "namespace", "cloud", "image", "camera_info"} <= set(declared)
+    used = {c.args[0].value for c in _calls(tree, "LaunchConfiguration")}
+    assert used == set(declared), (sorted(used), sorted(declared))  # no undeclared or unused argument
+    # use_sim_time reaches the node through SetParameter (SetUseSimTime would not), placed before it.
+    (sim_time,) = _calls(tree, "SetParameter")
+    assert ast.unparse(sim_time) == "SetParameter(name='use_sim_time', value=LaunchConfiguration('use_sim_time'))"
+    returned = [n for n in ast.walk(tree) if isinstance(n, ast.Return)][-1]
+    assert ast.unparse(returned.value) == "LaunchDescription(args + [sim_time, node])"
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -50,5 +89,9 @@ def test_launch_description_declares_arguments_and_sim_time(path, monkeypatch):
     spec.loader.exec_module(module)
     description = module.generate_launch_description()
     assert isinstance(description, LaunchDescription)
+    from launch_ros.actions import Node, SetParameter
+
     names = {e.name for e in description.entities if isinstance(e, DeclareLaunchArgument)}
     assert {"config", "use_sim_time", "namespace", "cloud", "image", "camera_info"} <= names
+    kinds = [type(e) for e in description.entities if not isinstance(e, DeclareLaunchArgument)]
+    assert kinds == [SetParameter, Node]  # use_sim_time set before the node starts

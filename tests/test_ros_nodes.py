@@ -219,6 +219,26 @@ def test_fuzzed_malformed_input_is_counted_and_the_node_keeps_serving(rclpy_cont
     assert node.stats.failed_windows == 0
 
 
+def test_frames_outside_the_range_crop_fail_their_windows_without_growing_state(rclpy_context, recognizer):
+    from cross4d.msg import ActionRecognition
+    from cross4d_ros.replay import SequencePublisher
+
+    checkpoint, _ = recognizer
+    node = _perception_node("/crop", checkpoint, range_max=10.0, skip_stale_windows=False, publish_embeddings=False)
+    points, stamps, _ = synthetic_frames(ACTIONS[0], 0)  # 2.6 - 3.6 m from the sensor
+    frames = 4 * VIDEO_FRAMES
+    with NodeHarness(rclpy_context, node) as h:
+        actions = h.subscribe(ActionRecognition, "/crop/perception_node/actions")
+        pub = SequencePublisher(h.helper, "/crop/points", reliability="reliable")
+        assert pub.wait_for_subscribers()
+        for i in range(frames):  # every other frame lies 100 m away: cropped to nothing
+            pub.publish_frame(30.0 + i / 15, points[i % VIDEO_FRAMES] + (100.0 if i % 2 else 0.0))
+            assert h.wait_for(lambda: node.stats.windows + node.stats.failed_windows == max(0, i - WINDOW + 2), 10.0)
+            assert len(node._frame_inputs) <= WINDOW, len(node._frame_inputs)  # pruned although every window failed
+    assert node.stats.failed_windows == frames - WINDOW + 1 and node.stats.windows == 0 and not actions
+    assert node.stats.frames == frames
+
+
 @pytest.fixture(scope="module")
 def synthetic_bag(tmp_path_factory):
     """An MCAP bag (rosbags) of two synthetic videos: clouds in ``camera_link``, images, camera infos."""
@@ -275,13 +295,20 @@ def test_bag_replayed_twice_with_sim_time_gives_both_passes_and_no_mixed_window(
             assert m.label == names[labels[inside[0]]]
 
 
-def test_incompatible_qos_is_logged_and_counted(rclpy_context, recognizer):
+def test_incompatible_qos_is_counted_and_reported_in_diagnostics(rclpy_context, recognizer):
+    from diagnostic_msgs.msg import DiagnosticArray
+
     from cross4d_ros.replay import SequencePublisher
 
     node = _perception_node("/qos", recognizer[0])  # reliable subscription
     with NodeHarness(rclpy_context, node) as h:
+        diagnostics = h.subscribe(DiagnosticArray, "/diagnostics")
         SequencePublisher(h.helper, "/qos/points", reliability="best_effort")  # never heard by it
         assert h.wait_for(lambda: node.stats.qos_incompatible >= 1, 10.0)
+        assert h.wait_for(lambda: any(
+            s.name.startswith("/qos/perception_node") and int(dict((kv.key, kv.value) for kv in s.values)
+                                                              .get("qos_incompatible", 0)) >= 1
+            for d in list(diagnostics) for s in d.status), 10.0)
 
 
 def test_parameter_errors_stop_the_executable_with_a_clear_message(rclpy_context, recognizer):
@@ -294,6 +321,10 @@ def test_parameter_errors_stop_the_executable_with_a_clear_message(rclpy_context
          "'fast' is not one of"),
         (["-p", "cloud_topic:=points", "-p", "checkpoint:=/nonexistent/ckpt"], "/nonexistent/ckpt"),
         (["-p", "cloud_topic:=points", "-p", f"checkpoint:={checkpoint}", "-p", "stride:=0"], "stride"),
+        (["-p", "cloud_topic:=points", "-p", f"checkpoint:={checkpoint}", "-p", "device:=gpu:x"],
+         "parameter 'device' = 'gpu:x'"),
+        (["-p", "cloud_topic:=points", "-p", f"checkpoint:={checkpoint}", "-p", "range_min:=3.0",
+          "-p", "range_max:=1.0"], "range_min = 3.0 m is not below range_max = 1.0 m"),
     ]
     for extra, expected in cases:
         run = subprocess.run(base + extra, capture_output=True, text=True, timeout=60, env=dict(os.environ))

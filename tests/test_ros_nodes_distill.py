@@ -75,7 +75,7 @@ def _publish(harness, video, camera_mode, stamps):
     for i, stamp in enumerate(stamps):
         pub.publish_frame(stamp, video.points[i], "camera_optical", image=video.rgb[i] if camera_mode else None,
                           camera=video.camera if camera_mode else None)
-        harness.wait_for(lambda: harness.node.stats.frames > i, timeout=10.0)
+        assert harness.wait_for(lambda: harness.node.stats.frames > i, timeout=10.0), harness.node.stats
 
 
 @pytest.mark.parametrize("mode", ["render", "camera"])

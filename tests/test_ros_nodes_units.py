@@ -44,6 +44,48 @@ def test_preprocess_is_deterministic_per_seed_and_crops_range():
     np.testing.assert_array_equal(a[1], b[1])
     with pytest.raises(ValueError, match="no points within range"):
         prep(np.array([[10.0, 0, 0]], np.float32))
+    with pytest.raises(ValueError, match="range_min = 2.0 m is not below range_max = 1.0 m"):
+        FramePreprocessor(4, np.eye(4), range_min=2.0, range_max=1.0)
+    with pytest.raises(ValueError, match="num_points"):
+        FramePreprocessor(0, np.eye(4))
+
+
+@pytest.mark.parametrize("name", ["gpu", "cuda:x", "mps"])
+def test_bad_device_parameter_is_a_value_error_naming_it(name):
+    from cross4d_ros.perception_node import resolve_torch_device
+
+    with pytest.raises(ValueError, match=f"parameter 'device' = '{name}'"):
+        resolve_torch_device(name)
+    assert resolve_torch_device("cpu").type == "cpu"
+
+
+def test_warnings_are_throttled_per_kind_and_survive_a_throttle_change(rclpy_context):
+    from rclpy.parameter import Parameter
+
+    from cross4d_ros.stream_node import StreamNode
+
+    node = StreamNode("throttle_test", parameter_overrides=[Parameter("cloud_topic", value="points"),
+                                                            Parameter("warn_throttle", value=60.0)])
+    logged = []
+
+    class Logger:
+        def warning(self, text):
+            logged.append(text)
+
+        error = warning
+
+    node.get_logger = Logger
+    try:
+        for _ in range(3):
+            node.warn_throttled("a", "first a")
+            node.warn_throttled("b", "first b")
+        assert logged == ["first a", "first b"]  # one kind does not silence another
+        assert node.set_parameters([Parameter("warn_throttle", value=0.0)])[0].successful
+        node.warn_throttled("a", "second a")  # rclpy's own throttle raised ValueError here
+        node.warn_throttled("a", "third a")
+        assert logged[2:] == ["second a", "third a"]
+    finally:
+        node.destroy_node()
 
 
 def test_param_checks_name_the_parameter():
