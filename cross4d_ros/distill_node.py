@@ -28,7 +28,7 @@ from cross4d_core.types import Clip
 from cross4d_core.windowing import Window
 from cross4d_ros.messages import make_image, make_pointcloud2
 from cross4d_ros.params import Param
-from cross4d_ros.perception_node import TORCH_PARAMS, configure_torch
+from cross4d_ros.torch_setup import TORCH_PARAMS, configure_torch
 from cross4d_core.colours import pca_colours
 from cross4d_ros.preprocess import FramePreprocessor, stamp_seed
 from cross4d_ros.stream_node import StreamNode, as_matrix, run_node

@@ -22,14 +22,9 @@ from cross4d_ros.params import Param
 from cross4d_core.colours import pca_colours
 from cross4d_ros.preprocess import FramePreprocessor, stamp_seed
 from cross4d_ros.stream_node import StreamNode, as_matrix, run_node
+from cross4d_ros.torch_setup import TORCH_PARAMS, configure_torch
 
 #: Parameters of every node that runs a torch model.
-TORCH_PARAMS = [
-    Param("device", "cpu", "torch device: cpu, cuda or cuda:N", read_only=True),
-    Param("torch_threads", 0, "CPU threads of torch; 0 = torch's default. Fewer threads than cores avoid "
-          "OpenMP oversubscription when the CPU is shared with other processes", read_only=True, min=0, max=1024),
-]
-
 PERCEPTION_PARAMS = TORCH_PARAMS + [
     Param("checkpoint", "", "checkpoint directory (encoder.safetensors, classifier.safetensors, config.json)",
           read_only=True, required=True),
@@ -39,26 +34,6 @@ PERCEPTION_PARAMS = TORCH_PARAMS + [
           max=1_000_000),
     Param("top_k", 5, "labels in ActionRecognition.labels", min=1, max=1000),
 ]
-
-
-def resolve_torch_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:  # e.g. 'gpu' or 'cuda:x': torch's own message, as a parameter error
-        raise ValueError(f"parameter 'device' = {name!r} is not cpu, cuda or cuda:N ({exc})") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"parameter 'device' = {name!r}, but CUDA is not available")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"parameter 'device' = {name!r} is not cpu, cuda or cuda:N")
-    return device
-
-
-def configure_torch(params: dict) -> torch.device:
-    """Apply the :data:`TORCH_PARAMS` (thread count) and return the checked device."""
-    device = resolve_torch_device(params["device"])
-    if params["torch_threads"]:
-        torch.set_num_threads(params["torch_threads"])
-    return device
 
 
 class PerceptionNode(StreamNode):

@@ -52,7 +52,7 @@ def test_preprocess_is_deterministic_per_seed_and_crops_range():
 
 @pytest.mark.parametrize("name", ["gpu", "cuda:x", "mps"])
 def test_bad_device_parameter_is_a_value_error_naming_it(name):
-    from cross4d_ros.perception_node import resolve_torch_device
+    from cross4d_ros.torch_setup import resolve_torch_device
 
     with pytest.raises(ValueError, match=f"parameter 'device' = '{name}'"):
         resolve_torch_device(name)

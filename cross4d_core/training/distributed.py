@@ -30,13 +30,19 @@ class DistInfo:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> the local rank's GPU when CUDA is available, else CPU."""
+    """``auto`` -> the local rank's GPU when CUDA is available, else CPU; ``cpu``, ``cuda``,
+    ``cuda:N`` as given. Anything else, or CUDA without a GPU, raises ``ValueError``."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:  # e.g. 'gpu' or 'cuda:x'
+        raise ValueError(f"device {name!r} is not cpu, cuda or cuda:N ({exc})") from exc
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not cpu, cuda or cuda:N")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+            raise ValueError(f"device {name!r} requested but CUDA is not available")
         if device.index is None:
             device = torch.device("cuda", local_rank)
     return device
