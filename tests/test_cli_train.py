@@ -83,19 +83,25 @@ def test_pretrain_intra_on_clips_then_probe_transfer_segment_finetune(world, cap
                               "--set", f"data.path={data}", *CLIP, "--set", "max_steps=2")) == 0
     assert json.loads((out / "pretrain_results.json").read_text())["steps"] == 2
 
-    assert main(["probe", "--checkpoint", str(out), "--dataset", str(data), "--set", "probe.epochs=20",
+    assert main(["probe", "--checkpoint", str(out), "--dataset", str(data), "--set", "probe.paper.epochs=20",
                  "--set", "device=cpu", "--set", "data.short_video=report", "--set", "data.clip_stride=2"]) == 0
     res = json.loads((out / "probe_results.json").read_text())
     assert 0.0 <= res["test"]["video_accuracy"] <= 1.0
     assert res["test"]["videos"] == res["test_data"]["videos_with_clips"] == 6  # 2 test subjects x 3 classes
     assert res["test_data"]["short_videos"] == [] and res["train_data"]["clips"] > 0
+    assert res["probe"]["method"] == "lbfgs" and res["probe"]["l2"] in res["config"]["probe"]["l2_grid"]
+    assert res["probe"]["converged"] == (res["probe"]["grad_norm"] <= 1e-5)
+    assert res["paper_probe"]["method"] == "paper" and res["paper_probe"]["iterations"] > 0
+    assert 0.0 <= res["paper_probe"]["test"]["video_accuracy"] <= 1.0 and "train" in res["paper_probe"]
+    out_text = capsys.readouterr().out
+    assert "probe (converged L-BFGS): test video accuracy" in out_text and "probe (paper recipe)" in out_text
     # 12-frame clips of 10-frame videos: every video is short, padded, and listed in the results.
-    assert main(["probe", "--checkpoint", str(out), "--dataset", str(data), "--set", "probe.epochs=2",
+    assert main(["probe", "--checkpoint", str(out), "--dataset", str(data), "--set", "probe.paper=null",
                  "--set", "device=cpu", "--set", "data.frames=12", "--out", str(root / "padded")]) == 0
     padded = json.loads((root / "padded" / "probe_results.json").read_text())
     assert padded["test"]["videos"] == 6 and len(padded["test_data"]["short_videos"]) == 6
     assert padded["test_data"]["short_videos"][0]["num_frames"] == 10
-    assert padded["test_data"]["short_video_policy"] == "pad"
+    assert padded["test_data"]["short_video_policy"] == "pad" and "paper_probe" not in padded
     assert main(["probe", "--checkpoint", str(out), "--dataset", str(data), "--set", "device=cpu",
                  "--set", "data.frames=12", "--set", "data.short_video=report", "--out", str(root / "reported")]) == 1
     assert "split 'train' gives no 12-frame clips (6 videos, 6 short videos with short_video='report'" \
@@ -107,7 +113,7 @@ def test_pretrain_intra_on_clips_then_probe_transfer_segment_finetune(world, cap
     assert meta["normalisation"]["generator"] == "cross4d synthetic"
 
     # Transfer writes a complete recognizer of its own (the checkpoint's classifier stays).
-    assert main(["transfer", "--checkpoint", str(out), "--dataset", str(data), "--set", "probe.epochs=5",
+    assert main(["transfer", "--checkpoint", str(out), "--dataset", str(data), "--set", "probe.paper.epochs=5",
                  "--set", "device=cpu"]) == 0
     tdir = out / "transfer_synth"
     assert json.loads((tdir / "transfer_results.json").read_text())["protocol"] == "transfer"
@@ -117,11 +123,13 @@ def test_pretrain_intra_on_clips_then_probe_transfer_segment_finetune(world, cap
         torch.testing.assert_close(enc2(points).clip_feature, encoder(points).clip_feature)
 
     assert main(["segment", "--checkpoint", str(out), "--dataset", str(data), "--set", "device=cpu",
-                 "--set", "segment.probe.epochs=3", "--set", "segment.correspondence_gaps=[1, 3]",
+                 "--set", "segment.probe.paper.epochs=3", "--set", "segment.correspondence_gaps=[1, 3]",
                  "--set", "data.clip_stride=3"]) == 0
     seg = json.loads((out / "segment_results.json").read_text())
     assert seg["num_parts"] == 15 and 0.0 <= seg["miou"] <= 1.0 and 0.0 <= seg["overall_accuracy"] <= 1.0
     assert seg["correspondence"]["3"]["total"] > 0
+    assert seg["probe"]["method"] == "lbfgs" and seg["probe"]["train_points"] > 0
+    assert 0.0 <= seg["paper_probe"]["test"]["miou"] <= 1.0
 
     assert main(["finetune", "--checkpoint", str(out), "--dataset", str(data), "--set", "device=cpu",
                  "--set", "fractions=[0.5, 1.0]", "--set", "epochs=1", "--set", "batch_size=4",

@@ -12,36 +12,118 @@ from hypothesis import strategies as st
 
 from cross4d_core.evaluation import (
     AugmentConfig,
+    PaperProbeConfig,
     ProbeConfig,
     augment_clips,
     confusion_matrix,
     correspondence_accuracy,
     evaluate_classifier,
     segmentation_metrics,
+    fit_linear_probe,
+    fit_paper_probe,
     stratified_video_subset,
-    train_linear_probe,
     video_level_accuracy,
 )
+from cross4d_core.evaluation.probe import FeatureScaling, fit_logistic_regression, grouped_folds
 
 
-def test_linear_probe_separates_linearly_separable_features():
-    g = torch.Generator().manual_seed(0)
-    K, C, per_class = 5, 24, 40
+def _clustered(seed: int, K: int = 5, C: int = 24, videos_per_class: int = 8, clips_per_video: int = 5,
+               spread: float = 0.3):
+    """Class-clustered features with an offset and scale, grouped in videos of one class."""
+    g = torch.Generator().manual_seed(seed)
     centres = torch.randn(K, C, generator=g) * 4.0
-    labels = torch.arange(K).repeat_interleave(per_class)
-    # Unstandardised features (large offset and scale), as the paper's probe sees them.
-    feats = 50.0 + 20.0 * (centres[labels] + 0.3 * torch.randn(len(labels), C, generator=g))
-    order = torch.randperm(len(labels), generator=g)
-    train, test = order[:100], order[100:]
-    head = train_linear_probe(feats[train], labels[train], K, ProbeConfig(epochs=100, batch_size=32))
-    acc = evaluate_classifier(head, feats[test], labels[test], videos=test)
-    assert acc.clip_accuracy >= 0.99 and acc.video_accuracy >= 0.99
+    video = torch.arange(K * videos_per_class).repeat_interleave(clips_per_video)
+    labels = video % K
+    feats = 50.0 + 20.0 * (centres[labels] + spread * torch.randn(len(labels), C, generator=g))
+    return feats, labels, video
+
+
+def test_linear_probe_fits_separable_features_to_convergence():
+    feats, labels, video = _clustered(0)
+    train, test = video < 25, video >= 25
+    fit = fit_linear_probe(feats[train], labels[train], 5, groups=video[train])
+    assert fit.converged and fit.grad_norm <= ProbeConfig().tolerance and fit.iterations >= 1
+    assert fit.train_accuracy == 1.0
+    assert fit.l2 in ProbeConfig().l2_grid and len(fit.cv) == len(ProbeConfig().l2_grid)
+    acc = evaluate_classifier(fit.head, feats[test], labels[test], video[test])
+    assert acc.clip_accuracy == 1.0 and acc.video_accuracy == 1.0
     with pytest.raises(ValueError, match="outside"):
-        train_linear_probe(feats[:4], torch.tensor([0, 1, -1, 2]), K)
-    with pytest.raises(ValueError, match="would train nothing: 4 clips, probe.epochs=0"):
-        train_linear_probe(feats[:4], labels[:4], K, ProbeConfig(epochs=0))
-    with pytest.raises(ValueError, match="would train nothing: 0 clips"):
-        train_linear_probe(feats[:0], labels[:0], K)
+        fit_linear_probe(feats[:4], torch.tensor([0, 1, -1, 2]), 5)
+    with pytest.raises(ValueError, match="0 training rows"):
+        fit_linear_probe(feats[:0], labels[:0], 5)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        fit_linear_probe(torch.full((4, 3), float("nan")), labels[:4], 5)
+
+
+@pytest.mark.parametrize("factor", [0.01, 100.0])
+def test_converged_probe_is_independent_of_feature_scale(factor):
+    """Overlapping classes (so the L2 choice matters); a global feature scale cancels exactly."""
+    feats, labels, video = _clustered(1, spread=12.0)
+    train, test = video < 25, video >= 25
+    base = fit_linear_probe(feats[train], labels[train], 5, groups=video[train])
+    scaled = fit_linear_probe(feats[train] * factor, labels[train], 5, groups=video[train])
+    assert 0.3 < base.train_accuracy < 1.0  # a non-trivial problem
+    assert scaled.l2 == base.l2 and scaled.train_accuracy == base.train_accuracy
+    a = evaluate_classifier(base.head, feats[test], labels[test], video[test])
+    b = evaluate_classifier(scaled.head, feats[test] * factor, labels[test], video[test])
+    assert a.clip_accuracy == b.clip_accuracy and a.video_accuracy == b.video_accuracy
+    # the paper's fixed-budget recipe does depend on the scale: it under-fits small features
+    paper = fit_paper_probe(feats[train] * 0.01, labels[train], 5, PaperProbeConfig(epochs=20))
+    assert paper.train_accuracy < base.train_accuracy and not paper.converged
+
+
+def test_logistic_regression_matches_scikit_learn():
+    """Same objective as sklearn's multinomial LogisticRegression with C = 1 / (l2 M)."""
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    feats, labels, _ = _clustered(2, K=4, C=10, spread=2.0)
+    x = FeatureScaling.fit(feats.double())(feats.double())
+    for l2 in (1e-3, 1e-1):
+        w, b, info = fit_logistic_regression(x, labels, 4, l2, tolerance=1e-8)
+        ref = sklearn.LogisticRegression(C=1.0 / (l2 * len(x)), tol=1e-12, max_iter=10_000).fit(x.numpy(),
+                                                                                              labels.numpy())
+        def objective(weight, bias):
+            weight, bias = torch.as_tensor(weight), torch.as_tensor(bias)
+            return float(torch.nn.functional.cross_entropy(x @ weight.T + bias, labels) + 0.5 * l2 * weight.pow(2).sum())
+        assert info["converged"]
+        assert objective(w, b) == pytest.approx(objective(ref.coef_, ref.intercept_), abs=1e-4)
+        assert torch.allclose(w, torch.as_tensor(ref.coef_), atol=1e-3)
+
+
+def test_probe_head_on_raw_features_equals_the_scaled_fit():
+    feats, labels, video = _clustered(3)
+    for standardize in (False, True):
+        scaling = FeatureScaling.fit(feats.double(), standardize)
+        w, b, _ = fit_logistic_regression(scaling(feats.double()), labels, 5, 1e-2)
+        head = scaling.raw_head(w, b)
+        expected = scaling(feats.double()) @ w.T + b
+        assert torch.allclose(head(feats).double(), expected, atol=1e-3 * float(expected.abs().max()))
+        back_w, back_b = scaling.scaled_params(head)
+        assert torch.allclose(back_w, w, atol=1e-5) and torch.allclose(back_b, b, atol=1e-4)
+
+
+def test_non_converged_probe_says_so(caplog):
+    feats, labels, video = _clustered(4, spread=12.0)
+    fit = fit_linear_probe(feats, labels, 5, ProbeConfig(max_iter=2, l2_grid=(1e-5,)), groups=video)
+    assert not fit.converged and fit.iterations <= 2 and fit.grad_norm > ProbeConfig().tolerance
+    assert "did not converge" in caplog.text
+
+
+@given(st.integers(0, 2**16), st.integers(2, 6), st.integers(2, 7))
+def test_grouped_folds_keep_videos_together_and_balance_classes(seed, folds, classes):
+    g = torch.Generator().manual_seed(seed)
+    videos_per_class = 1 + seed % 6
+    video = torch.arange(classes * videos_per_class).repeat_interleave(1 + seed % 3)
+    labels = video % classes
+    perm = torch.randperm(len(video), generator=g)
+    video, labels = video[perm], labels[perm]
+    fold = grouped_folds(labels, video, folds, seed)
+    k = min(folds, classes * videos_per_class)
+    assert int(fold.max()) + 1 == k
+    for v in torch.unique(video):  # a video never straddles folds
+        assert len(torch.unique(fold[video == v])) == 1
+    # round-robin dealing: fold sizes (in videos) differ by at most one
+    sizes = torch.bincount(torch.stack([fold[video == v][0] for v in torch.unique(video)]), minlength=k)
+    assert int(sizes.max() - sizes.min()) <= 1
 
 
 def test_video_level_accuracy_hand_computed():

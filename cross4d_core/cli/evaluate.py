@@ -84,9 +84,21 @@ def _probe(args, kind: str) -> int:
                     "dataset": str(Path(args.dataset).resolve()), "label_names": labels,
                     "config": config_to_dict(config)})
     write_json_atomic(out / f"{kind}_results.json", results)
-    print(f"{kind}: test video accuracy {results['test']['video_accuracy']:.4f} "
-          f"(clip {results['test']['clip_accuracy']:.4f}) -> {out}")
+    for name in ("probe", "paper_probe"):
+        if name in results:
+            print(probe_line(f"{kind} ({'converged L-BFGS' if name == 'probe' else 'paper recipe'})",
+                             results[name], results if name == "probe" else results[name]))
+    print(f"{kind}: -> {out}")
     return 0
+
+
+def probe_line(title: str, fit: dict, accuracy: dict) -> str:
+    """One console line per fitted probe: test / train video accuracy and convergence."""
+    state = "converged" if fit["converged"] else "DID NOT CONVERGE"
+    l2 = f", l2 {fit['l2']:g}" if fit.get("l2") is not None else ""
+    return (f"{title}: test video accuracy {accuracy['test']['video_accuracy']:.4f} "
+            f"(clip {accuracy['test']['clip_accuracy']:.4f}), train {accuracy['train']['video_accuracy']:.4f}; "
+            f"{state} (gradient {fit['grad_norm']:.1e} after {fit['iterations']} iterations{l2})")
 
 
 def _guard(fn):

@@ -13,12 +13,19 @@ from cross4d_core.evaluation.metrics import (
     segmentation_metrics,
     video_level_accuracy,
 )
-from cross4d_core.evaluation.probe import ProbeConfig, evaluate_classifier, train_linear_probe
+from cross4d_core.evaluation.probe import (
+    PaperProbeConfig,
+    ProbeConfig,
+    ProbeFit,
+    evaluate_classifier,
+    fit_linear_probe,
+    fit_paper_probe,
+)
 from cross4d_core.evaluation.segmentation import SegmentConfig, run_segmentation_probe
 
 __all__ = [
-    "AugmentConfig", "ClassificationModule", "ClipFeatures", "ProbeConfig", "SegmentConfig", "VideoAccuracy",
+    "AugmentConfig", "ClassificationModule", "ClipFeatures", "PaperProbeConfig", "ProbeConfig", "ProbeFit", "SegmentConfig", "VideoAccuracy",
     "augment_clips", "clip_labels_and_videos", "confusion_matrix", "correspondence_accuracy", "evaluate_classifier",
-    "extract_clip_features", "run_segmentation_probe", "segmentation_metrics", "stratified_video_subset",
-    "train_linear_probe", "video_level_accuracy",
+    "extract_clip_features", "fit_linear_probe", "fit_paper_probe", "run_segmentation_probe", "segmentation_metrics", "stratified_video_subset",
+    "video_level_accuracy",
 ]

@@ -13,7 +13,7 @@ from cross4d_core.evaluation.config import FinetuneRunConfig, finetune_train_con
 from cross4d_core.evaluation.features import clip_labels_and_videos, extract_clip_features
 from cross4d_core.evaluation.finetune import ClassificationModule, stratified_video_subset
 from cross4d_core.evaluation.metrics import VideoAccuracy
-from cross4d_core.evaluation.probe import ProbeConfig, evaluate_classifier, train_linear_probe
+from cross4d_core.evaluation.probe import ProbeConfig, ProbeFit, evaluate_classifier, fit_linear_probe, fit_paper_probe
 
 
 def dataset_report(dataset: Dataset) -> dict:
@@ -34,20 +34,36 @@ def accuracy_report(acc: VideoAccuracy) -> dict:
             "clips": acc.num_clips, "videos": acc.num_videos}
 
 
+def probe_report(fit: ProbeFit, train, test) -> dict:
+    """A fitted probe's description with its train and test accuracy (:class:`ClipFeatures`)."""
+    return {**fit.summary(),
+            "train": accuracy_report(evaluate_classifier(fit.head, train.features, train.labels, train.videos)),
+            "test": accuracy_report(evaluate_classifier(fit.head, test.features, test.labels, test.videos))}
+
+
 def run_linear_probe(encoder: nn.Module, train_set: Dataset, test_set: Dataset, num_classes: int,
                      config: ProbeConfig = ProbeConfig(), *, device: torch.device | str = "cpu",
                      amp: bool = True, batch_size: int = 16) -> tuple[dict, nn.Linear]:
-    """Frozen features once -> linear probe on ``train_set`` -> clip / video accuracy on ``test_set``."""
+    """Frozen features once -> converged linear probe on ``train_set`` (L2 by CV grouped by
+    video) -> clip / video accuracy on ``test_set``; the paper-recipe probe on the same
+    features beside it (``results["paper_probe"]``) unless ``config.paper`` is None.
+
+    Returns ``(results, head)``; ``head`` (on raw features) is the converged probe's.
+    """
     train = extract_clip_features(encoder, train_set, batch_size=batch_size, device=device, amp=amp)
     test = extract_clip_features(encoder, test_set, batch_size=batch_size, device=device, amp=amp)
-    head = train_linear_probe(train.features, train.labels, num_classes, config, device)
+    fit = fit_linear_probe(train.features, train.labels, num_classes, config, groups=train.videos, device=device)
+    report = probe_report(fit, train, test)
     results = {
-        "test": accuracy_report(evaluate_classifier(head, test.features, test.labels, test.videos)),
-        "train": accuracy_report(evaluate_classifier(head, train.features, train.labels, train.videos)),
+        "test": report.pop("test"), "train": report.pop("train"), "probe": report,
         "feature_dim": int(train.features.shape[1]),
         "train_data": dataset_report(train_set), "test_data": dataset_report(test_set),
     }
-    return results, head.cpu()
+    if config.paper is not None:
+        paper = fit_paper_probe(train.features, train.labels, num_classes, config.paper, config.seed,
+                                config.tolerance, device)
+        results["paper_probe"] = probe_report(paper, train, test)
+    return results, fit.head.cpu()
 
 
 def run_finetune(make_encoder: Callable[[str], nn.Module], feature_dim: int, train_set: Dataset,
