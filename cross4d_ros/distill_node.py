@@ -23,7 +23,7 @@ from std_msgs.msg import Header
 from cross4d_core.correspondence import fit_virtual_camera
 from cross4d_core.geometry.projection import pixel_of, project_points
 from cross4d_core.targets import FeatureProjection, TargetCacheWriter
-from cross4d_core.targets.precompute import correspond_clip
+from cross4d_core.targets.precompute import correspond_clip, target_record
 from cross4d_core.types import Clip
 from cross4d_core.windowing import Window
 from cross4d_ros.messages import make_image, make_pointcloud2
@@ -200,13 +200,8 @@ class DistillNode(StreamNode):
 
         if self.recorder is not None and window.index >= self._next_record:
             self._next_record = window.index + self.record_every
-            self.recorder.add({
-                "points": clip.points.astype(np.float32), "slot": corr.slot.cpu().numpy(),
-                "patch": corr.patch.cpu().numpy(), "visible": corr.visible.cpu().numpy(),
-                "grids": grids.to(torch.float16).cpu().numpy(),
-                "clip_target": self.projection(feats.mean(dim=(0, 1, 2))).cpu().numpy(),
-                "label": -1, "video": window.sequence, "start": window.index, "clip": window.index,
-            })
+            self.recorder.add(target_record(clip.points, corr, feats, self.projection, label=-1,
+                                            video=window.sequence, start=window.index, clip=window.index))
             if self.recorder.full:
                 self.warn_throttled("recording", f"recording stopped: {self.recorder.writer.root} holds "
                                     f"{self.recorder.bytes} bytes >= record_max_bytes")

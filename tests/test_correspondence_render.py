@@ -132,3 +132,56 @@ def test_bad_inputs():
         render_correspondence(torch.full((2, 3, 3), float("nan")))
     with pytest.raises(ValueError, match="camera is 64x64"):
         render_correspondence(torch.randn(1, 5, 3), camera=PinholeCamera.from_focal(50, 64, 64))
+
+
+def test_render_views_directions_known_geometry():
+    from cross4d_core.correspondence import RenderViews
+
+    dirs = RenderViews(num_cameras=4).directions()
+    views = np.array([v for v, _ in dirs])
+    # about the optical frame's down axis (+y); positive azimuth turns the view toward the sensor's +x
+    np.testing.assert_allclose(views, [[0, 0, 1], [1, 0, 0], [0, 0, -1], [-1, 0, 0]], atol=1e-12)
+    tilted, down = RenderViews(elevation_deg=30).directions()[0]
+    np.testing.assert_allclose(tilted, [0, 0.5, np.sqrt(3) / 2], atol=1e-12)  # looks down (+y) on the subject
+    np.testing.assert_allclose(down, [0, 1, 0])
+    with pytest.raises(ValueError, match="num_cameras"):
+        RenderViews(num_cameras=0)
+
+
+@given(seed=st.integers(0, 2**16))
+def test_multi_camera_correspondence_takes_the_first_camera_that_sees_a_point(seed):
+    from cross4d_core.correspondence import RenderViews, render_clip
+
+    rng = np.random.default_rng(seed)
+    points = torch.tensor(rng.normal(size=(3, 60, 3)) * [0.3, 0.8, 0.3] + [0, 0, 3], dtype=torch.float32)
+    views = RenderViews(num_cameras=3, azimuth_deg=20.0)
+    out = render_clip(points, image_size=28, patch=7, splat_radius=1, tubelet=2, views=views)
+    assert out.images.shape == (9, 28, 28, 3) and out.point_id.shape == (9, 28, 28) and len(out.cameras) == 3
+    singles = [render_correspondence(points, 28, 7, 1, camera=cam, tubelet=2)[1] for cam in out.cameras]
+    corr = out.correspondence
+    expected_visible = singles[0].visible | singles[1].visible | singles[2].visible
+    assert torch.equal(corr.visible, expected_visible)
+    for t in range(3):
+        for n in range(60):
+            seen = [v for v in range(3) if singles[v].visible[t, n]]
+            if seen:
+                v = seen[0]
+                assert int(corr.slot[t, n]) == v * 2 + t // 2  # 2 slots per camera (tubelet 2, 3 frames)
+                assert int(corr.patch[t, n]) == int(singles[v].patch[t, n])
+            else:
+                assert int(corr.patch[t, n]) == -1
+    # more cameras never lose a point; a side view occludes the far side of a surface
+    assert float(corr.visible.float().mean()) >= float(singles[0].visible.float().mean())
+
+
+def test_label_images_read_the_winner_of_each_pixel():
+    from cross4d_core.correspondence import render_clip
+
+    rng = np.random.default_rng(0)
+    points = torch.tensor(rng.normal(size=(2, 40, 3)) + [0, 0, 4], dtype=torch.float32)
+    labels = rng.integers(0, 5, size=(2, 40))
+    out = render_clip(points, image_size=28, patch=7)
+    index = render_index_map(points, 28)
+    expected = np.where(index.numpy() >= 0, np.take_along_axis(labels, np.maximum(index.numpy(), 0).reshape(2, -1),
+                                                               1).reshape(2, 28, 28), -1)
+    np.testing.assert_array_equal(out.label_images(labels).numpy(), expected)

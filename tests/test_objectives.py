@@ -169,3 +169,34 @@ def test_dense_under_bf16_autocast_is_finite_and_close():
         out = objective(batch)
     assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
     assert out.loss.item() == pytest.approx(reference.item(), abs=0.05)
+
+
+@pytest.mark.parametrize("name,key", [("global", "clip_target"), ("dense", "grids")])
+def test_centred_targets_equal_the_loss_on_mean_subtracted_targets(name, key):
+    """``centre_targets`` with mean m == the plain objective on targets minus m."""
+    batch = tiny_batch(5)
+    mean = torch.randn(D_P)
+    centred = make(name, centre_targets=True)
+    centred.target_mean = mean
+    plain = make(name)
+    shifted = dict(batch, **{key: batch[key].float() - mean})
+    torch.testing.assert_close(centred(batch).loss, plain(shifted).loss)
+    with pytest.raises(ValueError, match="centre_targets needs the training set's mean target"):
+        make(name, centre_targets=True)(batch)
+
+
+def test_intra_block_mask_is_spatial_spans_frames_and_has_the_ratio():
+    objective = make("intra", mask_ratio=0.5, mask_blocks=1)
+    g = torch.Generator().manual_seed(0)
+    # the same 8 token positions in each of 4 frames: a spatial block masks a position in every frame
+    frame = torch.rand(1, 1, 8, 3, generator=g)
+    centres = frame.expand(1, 4, 8, 3)
+    torch.manual_seed(3)
+    masked, context = objective._block_mask(centres)
+    assert masked.shape == (1, 16) and context.shape == (1, 16)
+    assert set(masked[0].tolist()).isdisjoint(context[0].tolist())
+    positions = (masked[0] % 8).tolist()
+    assert all(positions.count(p) == 4 for p in set(positions))  # each masked place masked in all 4 frames
+    # the masked places are the 4 nearest to one of them (the seed)
+    d = torch.cdist(frame[0, 0], frame[0, 0])
+    assert any(set(d[p].argsort()[:4].tolist()) == set(positions) for p in set(positions))

@@ -87,7 +87,7 @@ def pipeline(tmp_path_factory):
                  str(tmp / "toy-dinov2"), "--source", "render", "--out", str(tmp / "cache"), "--frames", "4",
                  "--num-points", "64", "--d-p", "8", "--image-size", "42"]) == 0
     runs = tmp / "runs"
-    probe = ["--config", str(REPO / "config/train/probe.yaml"), "--set", "probe.epochs=20", "--set", "device=cpu"]
+    probe = ["--config", str(REPO / "config/train/probe.yaml"), "--set", "probe.paper.epochs=20", "--set", "device=cpu"]
     for objective in ("none", "global", "dense"):
         assert main(["pretrain", "--config", str(REPO / "config/train/pretrain_tiny.yaml"),
                      "--set", f"objective.name={objective}", "--set", f"data.path={tmp / 'cache'}",
@@ -100,7 +100,7 @@ def pipeline(tmp_path_factory):
                  "--set", "epochs=1", "--set", "max_steps=2", "--set", "batch_size=4", "--set", "progress=false",
                  "--set", "device=cpu"]) == 0
     assert main(["segment", "--checkpoint", dense, "--dataset", str(tmp / "world_a"),
-                 "--config", str(REPO / "config/train/segment.yaml"), "--set", "segment.probe.epochs=3",
+                 "--config", str(REPO / "config/train/segment.yaml"), "--set", "segment.probe.paper.epochs=3",
                  "--set", "device=cpu"]) == 0
     out = tmp / "report" / "report.md"
     assert main(["report", "--results", str(runs), "--out", str(out), "--title", "Tiny run"]) == 0

@@ -87,6 +87,7 @@ def test_precompute_round_trip_render(dinov2, tmp_path):
     assert len(cache) == 4
     proj = cache.projection
     assert torch.equal(proj.weight, FeatureProjection.random(32, 16, 7).weight)
+    clip_targets, visible_targets = [], []
     for row, index in enumerate([0, 1, 2, 4]):
         item = cache[row]
         assert int(item["clip"]) == index and int(item["video"]) == index and int(item["label"]) == index % 3
@@ -97,7 +98,19 @@ def test_precompute_round_trip_render(dinov2, tmp_path):
         feats, _ = dinov2.grid_features(images)
         assert item["grids"].dtype == torch.float16 and item["grids"].shape == (4, 9, 16)
         torch.testing.assert_close(item["grids"], proj(feats).reshape(4, 9, 16).half())
-        torch.testing.assert_close(item["clip_target"], proj(feats.mean(dim=(0, 1, 2))))
+        # the global target: mean over the distinct (slot, patch) cells holding a visible point
+        cells = {(int(corr.slot[t, n]), int(corr.patch[t, n])) for t, n in zip(*np.nonzero(corr.visible.numpy()))}
+        subject = torch.stack([feats[s].reshape(9, -1)[p] for s, p in sorted(cells)]).mean(0)
+        torch.testing.assert_close(item["clip_target"], proj(subject))
+        clip_targets.append(item["clip_target"])
+        visible_targets.append(item["grids"].float()[item["slot"], item["patch"]][item["visible"]])
+    means = manifest["target_means"]
+    torch.testing.assert_close(torch.tensor(means["clip_target"]), torch.stack(clip_targets).mean(0))
+    torch.testing.assert_close(torch.tensor(means["point_target"]), torch.cat(visible_targets).mean(0),
+                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(cache.target_mean("clip_target"), torch.tensor(means["clip_target"]))
+    stats = manifest["target_statistics"]
+    assert stats["clip_target"]["effective_rank"] > 1 and -1 <= stats["clip_target_centred"]["mean_pairwise_cosine"] < 0
     assert not cache[1]["visible"][2, :7].any()
     # a collated batch gathers its point targets in one op
     batch = torch.utils.data.default_collate([cache[0], cache[1]])

@@ -105,7 +105,7 @@ def test_shipped_yaml_configs_load():
         cfg = load_config(TrainConfig, REPO / "config/train" / f"{name}.yaml")
         assert (cfg.objective.name, cfg.data.source) == (objective, source)
         assert cfg.optim.lr == 5e-4 and cfg.optim.weight_decay == 1e-4
-    assert load_config(ProbeRunConfig, REPO / "config/train/probe.yaml").probe.epochs == 300
+    assert load_config(ProbeRunConfig, REPO / "config/train/probe.yaml").probe.paper.epochs == 300
     assert load_config(FinetuneRunConfig, REPO / "config/train/finetune.yaml").fractions == [0.1, 0.25, 0.5, 1.0]
     assert load_config(SegmentRunConfig, REPO / "config/train/segment.yaml").segment.correspondence_gaps == (8, 15)
 

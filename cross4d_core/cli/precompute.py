@@ -14,8 +14,11 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--dataset", required=True, help="dataset root (on-disk format of `cross4d data convert`)")
     parser.add_argument("--split", default=None, help="dataset split (default: all videos)")
-    parser.add_argument("--teacher", choices=["dinov2", "vjepa2"], default="dinov2")
-    parser.add_argument("--model", default="facebook/dinov2-large", help="Hugging Face id or local directory")
+    parser.add_argument("--teacher", choices=["dinov2", "vjepa2", "parts"], default="dinov2",
+                        help="parts: the synthetic part teacher (render mode, datasets with part labels; NOT a "
+                             "foundation model: a stand-in with known semantics)")
+    parser.add_argument("--model", default="facebook/dinov2-large",
+                        help="Hugging Face id or local directory (dinov2 / vjepa2)")
     parser.add_argument("--source", choices=["render", "camera"], default="render")
     parser.add_argument("--out", required=True, help="cache directory (an unfinished one is resumed)")
     parser.add_argument("--device", default="cpu")
@@ -29,6 +32,11 @@ def register(subparsers) -> None:
     parser.add_argument("--projection", choices=["random", "pca"], default="random")
     parser.add_argument("--image-size", type=int, default=126, help="render size (render mode)")
     parser.add_argument("--splat-radius", type=int, default=1)
+    parser.add_argument("--cameras", type=int, default=1, help="render mode: virtual cameras (paper Table 15: 1/2/4)")
+    parser.add_argument("--azimuth", type=float, default=0.0,
+                        help="render mode: first camera's turn (degrees) about the vertical from the sensor's view")
+    parser.add_argument("--elevation", type=float, default=0.0,
+                        help="render mode: cameras' tilt (degrees) to look down on the subject")
     parser.add_argument("--resize", type=int, default=None,
                         help="camera mode, dinov2: resize the shorter image side to this (default 224)")
     parser.add_argument("--crop", type=int, default=None, help="camera mode, dinov2: square centre crop (default 224)")
@@ -41,9 +49,10 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from cross4d_core.correspondence import RenderViews
     from cross4d_core.data import ClipDataset
     from cross4d_core.targets import precompute_targets
-    from cross4d_core.teachers import load_teacher
+    from cross4d_core.teachers import PartTeacher, load_teacher
 
     clips = ClipDataset(args.dataset, split=args.split, frames=args.frames, frame_step=args.frame_step,
                         clip_stride=args.clip_stride, num_points=args.num_points, seed=args.seed,
@@ -53,12 +62,19 @@ def run(args: argparse.Namespace) -> int:
         kwargs = {"resize_shortest_edge": args.resize or 224, "crop": args.crop or 224}
     elif args.teacher == "vjepa2" and args.crop:
         kwargs = {"crop_size": args.crop}
-    teacher = load_teacher(args.teacher, args.model, device=args.device,
-                           dtype=torch.bfloat16 if args.bf16 else None, **kwargs)
+    if args.teacher == "parts":
+        part_names = clips.dataset.manifest.get("part_names")
+        if not part_names:
+            raise ValueError(f"{args.dataset} has no part labels (manifest part_names); the part teacher needs them")
+        teacher = PartTeacher(len(part_names), seed=args.seed, device=args.device)
+    else:
+        teacher = load_teacher(args.teacher, args.model, device=args.device,
+                               dtype=torch.bfloat16 if args.bf16 else None, **kwargs)
+    views = RenderViews(num_cameras=args.cameras, azimuth_deg=args.azimuth, elevation_deg=args.elevation)
     manifest = precompute_targets(
         clips, teacher, args.source, args.out, d_p=args.d_p, projection=args.projection, seed=args.seed,
         image_size=args.image_size, splat_radius=args.splat_radius, depth_tolerance=args.depth_tolerance,
-        shard_size=args.shard_size, overwrite=args.overwrite, progress=True,
+        shard_size=args.shard_size, overwrite=args.overwrite, progress=True, views=views,
         dataset_info={"root": str(args.dataset), "split": args.split, "frames": args.frames,
                       "frame_step": args.frame_step, "clip_stride": args.clip_stride, "num_points": args.num_points,
                       "seed": args.seed},

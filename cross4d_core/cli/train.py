@@ -77,13 +77,15 @@ def pretrain(config, resume: bool = False) -> dict:
     model_config = build_model_config(config.model)
     encoder = Point4DEncoder(model_config)
     options = dict(config.objective.options)
-    dataset = None
+    dataset, target_mean = None, None
     if config.objective.name != "none":
         dataset = build_pretrain_dataset(config.data)
         d_p = getattr(dataset, "manifest", {}).get("d_p")
         if d_p is not None:
             options.setdefault("target_dim", int(d_p))
-    objective = build_objective(config.objective.name, encoder, options)
+        if hasattr(dataset, "target_mean"):
+            target_mean = dataset.target_mean("clip_target" if config.objective.name == "global" else "point_target")
+    objective = build_objective(config.objective.name, encoder, options, target_mean)
     out = Path(config.out_dir)
     results: dict = {"objective": config.objective.name, "config": config_to_dict(config),
                      "model_config": model_config.to_dict(), "parameters": count_parameters(encoder),

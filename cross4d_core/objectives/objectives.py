@@ -30,8 +30,13 @@ class ObjectiveConfig:
     Attributes:
         target_dim: teacher target width d_p (the cache's projection width).
         variance_weight, variance_eps: lambda and eps of the VICReg variance term.
-        mask_ratio: ``intra``: fraction of a clip's tokens that are masked (one 4D block:
-            the tokens nearest a random seed token in (x, y, z, t * time_scale)).
+        centre_targets: ``dense`` / ``global``: subtract the training set's mean target (the
+            cache's ``target_means``) before the cosine loss, so the loss sees what varies
+            between points / clips rather than the features' common component.
+        mask_ratio: ``intra``: fraction of a clip's tokens that are masked.
+        mask_blocks: ``intra``: the masked tokens are the ones nearest (in x, y, z, ignoring
+            time) to any of this many random seed tokens: spatial blocks that span every
+            frame, so a masked region cannot be copied from the same place one frame earlier.
         ema_momentum: ``intra``: target-encoder EMA momentum per ``after_step``.
         predictor_width, predictor_layers, predictor_heads: ``intra`` predictor size.
     """
@@ -39,14 +44,16 @@ class ObjectiveConfig:
     target_dim: int = 384
     variance_weight: float = 1.0
     variance_eps: float = 1e-4
-    mask_ratio: float = 0.5
+    centre_targets: bool = False
+    mask_ratio: float = 0.6
+    mask_blocks: int = 4
     ema_momentum: float = 0.996
     predictor_width: int = 128
-    predictor_layers: int = 2
+    predictor_layers: int = 4
     predictor_heads: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("target_dim", "predictor_width", "predictor_layers", "predictor_heads"):
+        for name in ("target_dim", "mask_blocks", "predictor_width", "predictor_layers", "predictor_heads"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"ObjectiveConfig.{name} must be a positive int, got {getattr(self, name)!r}")
         if self.variance_weight < 0 or not self.variance_eps > 0:
@@ -87,10 +94,23 @@ class Objective(nn.Module):
 
     requires_training = True
 
-    def __init__(self, encoder: Point4DEncoder, config: ObjectiveConfig) -> None:
+    def __init__(self, encoder: Point4DEncoder, config: ObjectiveConfig,
+                 target_mean: torch.Tensor | None = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.config = config
+        self.register_buffer("target_mean", None if target_mean is None else target_mean.float().clone(),
+                             persistent=False)
+
+    def centred(self, targets: torch.Tensor) -> torch.Tensor:
+        """``targets [..., d_p]`` minus the training set's mean target when ``centre_targets``."""
+        if not self.config.centre_targets:
+            return targets
+        if self.target_mean is None or self.target_mean.shape != targets.shape[-1:]:
+            raise ValueError(f"{type(self).__name__}: centre_targets needs the training set's mean target "
+                             f"[d_p={targets.shape[-1]}] (a target cache written by this version of `cross4d "
+                             f"precompute` records it); got {None if self.target_mean is None else tuple(self.target_mean.shape)}")
+        return targets.float() - self.target_mean
 
     def after_step(self) -> None:
         """Called by the trainer after each optimiser step."""
@@ -99,8 +119,9 @@ class Objective(nn.Module):
 class DenseObjective(Objective):
     """Each token predicts the teacher patch feature of its centre point (visible centres only)."""
 
-    def __init__(self, encoder: Point4DEncoder, config: ObjectiveConfig) -> None:
-        super().__init__(encoder, config)
+    def __init__(self, encoder: Point4DEncoder, config: ObjectiveConfig,
+                 target_mean: torch.Tensor | None = None) -> None:
+        super().__init__(encoder, config, target_mean)
         self.head = nn.Linear(encoder.hidden_size, config.target_dim)
 
     def forward(self, batch: dict) -> ObjectiveOutput:
@@ -123,6 +144,7 @@ class DenseObjective(Objective):
             raise ValueError(f"dense objective: visible points with slot/patch outside grids "
                              f"[S={grids.shape[1]}, P={grids.shape[2]}]")
         targets = gather_point_targets(grids, slot.clamp(0, grids.shape[1] - 1), patch.clamp(0, grids.shape[2] - 1))
+        targets = self.centred(targets)
         predictions = self.head(output.token_features)
         loss, metrics = cosine_distillation_loss(predictions, targets, visible,
                                                  self.config.variance_weight, self.config.variance_eps)
@@ -134,8 +156,9 @@ class DenseObjective(Objective):
 class GlobalObjective(Objective):
     """The mean-pooled clip feature predicts one teacher embedding per clip (``clip_target``)."""
 
-    def __init__(self, encoder: Point4DEncoder, config: ObjectiveConfig) -> None:
-        super().__init__(encoder, config)
+    def __init__(self, encoder: Point4DEncoder, config: ObjectiveConfig,
+                 target_mean: torch.Tensor | None = None) -> None:
+        super().__init__(encoder, config, target_mean)
         self.head = nn.Linear(encoder.hidden_size, config.target_dim)
 
     def forward(self, batch: dict) -> ObjectiveOutput:
@@ -144,6 +167,7 @@ class GlobalObjective(Objective):
         if target.shape != (points.shape[0], self.config.target_dim):
             raise ValueError(f"global objective: clip_target is {tuple(target.shape)}, expected "
                              f"[B, d_p] = {(points.shape[0], self.config.target_dim)}")
+        target = self.centred(target)
         predictions = self.head(self.encoder(points).clip_feature)
         supervised = torch.ones(points.shape[0], dtype=torch.bool, device=points.device)
         loss, metrics = cosine_distillation_loss(predictions, target, supervised,
@@ -200,13 +224,17 @@ class IntraObjective(Objective):
         t = t.reshape(1, frames, 1, 1).expand(*centres.shape[:-1], 1)
         return torch.cat([centres, t], dim=-1).flatten(1, 2)
 
-    def _block_mask(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Indices ``(masked [B, Lm], context [B, Lc])``: the Lm tokens nearest a random seed token."""
-        batch, length, _ = positions.shape
+    def _block_mask(self, centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices ``(masked [B, Lm], context [B, Lc])`` into the ``L = T*M`` tokens of
+        ``centres [B, T, M, 3]``: the ``Lm`` tokens nearest in space to any of
+        ``mask_blocks`` random seed tokens (blocks that span all frames)."""
+        xyz = centres.flatten(1, 2)
+        batch, length, _ = xyz.shape
         num_masked = min(max(int(round(self.config.mask_ratio * length)), 1), length - 1)
-        seed = torch.randint(length, (batch,), device=positions.device)
-        seed_position = positions[torch.arange(batch, device=positions.device), seed]
-        order = (positions - seed_position[:, None]).norm(dim=-1).argsort(dim=-1, stable=True)
+        seeds = torch.randint(length, (batch, self.config.mask_blocks), device=xyz.device)
+        seed_xyz = xyz.gather(1, seeds[..., None].expand(-1, -1, 3))                  # [B, blocks, 3]
+        nearest_seed = torch.cdist(xyz.float(), seed_xyz.float()).amin(dim=-1)       # [B, L]
+        order = nearest_seed.argsort(dim=-1, stable=True)
         return order[:, :num_masked], order[:, num_masked:]
 
     def forward(self, batch: dict) -> ObjectiveOutput:
@@ -220,7 +248,7 @@ class IntraObjective(Objective):
             target = self.target_encoder(points).token_features.flatten(1, 2).float()
             target = F.layer_norm(target, target.shape[-1:])
         positions = self._positions(frame_tokens.centres)
-        masked, context = self._block_mask(positions)
+        masked, context = self._block_mask(frame_tokens.centres)
         embeddings = self.encoder.token_embeddings(frame_tokens)
         context_features = self.encoder.encode_tokens(gather_points(embeddings, context))
         predictions = self.predictor(context_features, gather_points(positions, context),
@@ -254,12 +282,16 @@ class NoObjective(Objective):
 _CLASSES = {"dense": DenseObjective, "global": GlobalObjective, "intra": IntraObjective, "none": NoObjective}
 
 
-def build_objective(name: str, encoder: Point4DEncoder, config: ObjectiveConfig | dict | None = None) -> Objective:
-    """The objective ``name`` in ``{dense, global, intra, none}`` around the student ``encoder``."""
+def build_objective(name: str, encoder: Point4DEncoder, config: ObjectiveConfig | dict | None = None,
+                    target_mean: torch.Tensor | None = None) -> Objective:
+    """The objective ``name`` in ``{dense, global, intra, none}`` around the student ``encoder``;
+    ``target_mean [d_p]``: the training set's mean target (``centre_targets``)."""
     if name not in _CLASSES:
         raise ValueError(f"unknown objective {name!r}; choose one of {list(OBJECTIVES)}")
     if config is None:
         config = ObjectiveConfig()
     elif isinstance(config, dict):
         config = ObjectiveConfig.from_dict(config)
+    if name in ("dense", "global"):
+        return _CLASSES[name](encoder, config, target_mean)
     return _CLASSES[name](encoder, config)

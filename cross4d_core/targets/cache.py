@@ -10,11 +10,15 @@ Layout of a cache directory::
         patch.npy    [n, T, N]    i32   (-1 = invisible)
         visible.npy  [n, T, N]    bool
         grids.npy    [n, S, P, d_p] f16 (P = grid_h * grid_w, row-major)
-        clip_target.npy [n, d_p]  f32   projection of the mean patch feature over all slots
+        clip_target.npy [n, d_p]  f32   projection of the mean feature of the (slot, patch)
+                                        cells that hold a visible point (the subject's)
         label.npy video.npy start.npy clip.npy  [n] i64 (clip = index in the clip dataset)
-        report.json               clips of this shard left out (with the reason) and the
-                                  number of non-finite points (kept, invisible)
-    manifest.json             written last: teacher, image size, d_p, projection, source, counts
+        report.json               clips of this shard left out (with the reason), the
+                                  number of non-finite points (kept, invisible) and the
+                                  shard's sums of clip targets and visible-point targets
+    manifest.json             written last: teacher, image size, d_p, projection, source,
+                              counts, the mean clip target and mean point target (the
+                              objectives' optional centring) and their spread statistics
 
 Reads are memory-mapped (``np.load(mmap_mode="r")``), opened lazily per process.
 """
@@ -88,12 +92,14 @@ class TargetCacheWriter:
                 else:
                     array = np.zeros((0,), dtype=dtype)
                 np.save(tmp / f"{name}.npy", array, allow_pickle=False)
-            (tmp / "report.json").write_text(json.dumps({"dropped": dropped, "nonfinite_points": nonfinite_points}))
+            report = {"dropped": dropped, "nonfinite_points": nonfinite_points, **_target_sums(records)}
+            (tmp / "report.json").write_text(json.dumps(report))
 
     def finalize(self) -> dict:
         """Count what the shards hold and write ``manifest.json``; returns the manifest."""
         shards = sorted(p for p in (self.root / "shards").iterdir() if p.is_dir() and not p.name.startswith("."))
         counts, dropped, nonfinite, visible_sum, point_sum = [], [], 0, 0, 0
+        clip_sum, point_target_sum, clip_targets = None, None, []
         for shard in shards:
             visible = np.load(shard / "visible.npy", mmap_mode="r", allow_pickle=False)
             counts.append(int(visible.shape[0]))
@@ -102,6 +108,11 @@ class TargetCacheWriter:
             report = json.loads((shard / "report.json").read_text())
             dropped.extend(report["dropped"])
             nonfinite += report["nonfinite_points"]
+            if report.get("clip_target_sum") is not None:
+                clip_sum = np.add(clip_sum if clip_sum is not None else 0.0, report["clip_target_sum"])
+                point_target_sum = np.add(point_target_sum if point_target_sum is not None else 0.0,
+                                          report["point_target_sum"])
+                clip_targets.append(np.load(shard / "clip_target.npy", allow_pickle=False))
         manifest = {
             "format_version": CACHE_FORMAT_VERSION,
             **self.config,
@@ -113,10 +124,42 @@ class TargetCacheWriter:
                 "coverage": visible_sum / point_sum if point_sum else 0.0,
             },
             "dropped": dropped,
-            "clip_target": "projection of the mean teacher patch feature over all slots and patches of the clip",
+            "clip_target": "projection of the mean teacher feature over the (slot, patch) cells holding a "
+                           "visible point of the clip",
+            "target_means": {
+                "clip_target": (clip_sum / sum(counts)).tolist() if clip_sum is not None else None,
+                "point_target": (point_target_sum / visible_sum).tolist() if visible_sum else None,
+            },
+            "target_statistics": _clip_target_statistics(clip_targets),
         }
         write_json_atomic(self.root / "manifest.json", manifest)
         return manifest
+
+
+def _target_sums(records: list[dict]) -> dict:
+    """Sums of the records' clip targets and of their visible points' targets (float64)."""
+    if not records:
+        return {"clip_target_sum": None, "point_target_sum": None}
+    clip_sum = np.sum([np.asarray(r["clip_target"], np.float64) for r in records], axis=0)
+    point_sum = np.zeros_like(clip_sum)
+    for r in records:
+        grids = np.asarray(r["grids"], np.float32)  # [S, P, d_p]
+        visible = np.asarray(r["visible"], bool)
+        cells = np.asarray(r["slot"])[visible].astype(np.int64) * grids.shape[1] + np.asarray(r["patch"])[visible]
+        weight = np.bincount(cells, minlength=grids.shape[0] * grids.shape[1]).astype(np.float64)
+        point_sum += weight @ grids.reshape(-1, grids.shape[-1])
+    return {"clip_target_sum": clip_sum.tolist(), "point_target_sum": point_sum.tolist()}
+
+
+def _clip_target_statistics(shards: list[np.ndarray]) -> dict | None:
+    """Spread of the clip targets, as stored and centred (is the global target near-constant?)."""
+    if not shards or sum(len(s) for s in shards) < 2:
+        return None
+    from cross4d_core.statistics import embedding_statistics
+
+    targets = torch.from_numpy(np.concatenate(shards))
+    return {"clip_target": embedding_statistics(targets),
+            "clip_target_centred": embedding_statistics(targets, centre=True)}
 
 
 class TargetCache(torch.utils.data.Dataset):
@@ -146,6 +189,12 @@ class TargetCache(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return int(self._offsets[-1])
+
+    def target_mean(self, name: str) -> torch.Tensor | None:
+        """``[d_p]`` mean ``clip_target`` or visible ``point_target`` of the cache (None for a
+        cache written before the means were recorded)."""
+        value = (self.manifest.get("target_means") or {}).get(name)
+        return None if value is None else torch.tensor(value, dtype=torch.float32)
 
     @property
     def projection(self) -> FeatureProjection:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from cross4d_core.teachers.base import Teacher, TeacherWeightsNotFound
+from cross4d_core.teachers.base import FrozenModelTeacher, Teacher, TeacherWeightsNotFound
 from cross4d_core.teachers.hf import Dinov2Teacher, VJEPA2Teacher
+from cross4d_core.teachers.parts import PART_TEACHER_NAME, PartTeacher
 
 TEACHERS = {"dinov2": Dinov2Teacher, "vjepa2": VJEPA2Teacher}
 
@@ -26,4 +27,4 @@ def load_teacher(kind: str, name_or_path: str, device: torch.device | str = "cpu
     return TEACHERS[kind](name_or_path, device=device, dtype=dtype, **kwargs)
 
 
-__all__ = ["TEACHERS", "Dinov2Teacher", "Teacher", "TeacherWeightsNotFound", "VJEPA2Teacher", "load_teacher"]
+__all__ = ["PART_TEACHER_NAME", "TEACHERS", "Dinov2Teacher", "FrozenModelTeacher", "PartTeacher", "Teacher", "TeacherWeightsNotFound", "VJEPA2Teacher", "load_teacher"]

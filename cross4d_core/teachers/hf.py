@@ -6,7 +6,7 @@ import os
 import torch
 
 from cross4d_core.geometry.image_transform import ImageTransform
-from cross4d_core.teachers.base import Teacher, TeacherWeightsNotFound
+from cross4d_core.teachers.base import FrozenModelTeacher, TeacherWeightsNotFound
 
 
 def load_pretrained(model_class, name_or_path: str):
@@ -37,7 +37,7 @@ def _model_type(name_or_path: str) -> str:
         ) from err
 
 
-class Dinov2Teacher(Teacher):
+class Dinov2Teacher(FrozenModelTeacher):
     """DINOv2 or DINOv2-with-registers image teacher (patch 14); frames run as one batch.
 
     Patch tokens only (CLS and register tokens removed) of the final layer-normed hidden
@@ -76,7 +76,7 @@ class Dinov2Teacher(Teacher):
         return tokens.reshape(pixels.shape[0], hp, wp, -1)
 
 
-class VJEPA2Teacher(Teacher):
+class VJEPA2Teacher(FrozenModelTeacher):
     """V-JEPA 2 video teacher: the clip runs as one ``[1, T, 3, h, w]`` video; tubelets of 2
     frames x 16 x 16 px give time slots ``t // 2`` (an odd last frame is repeated).
 
