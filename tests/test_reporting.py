@@ -52,8 +52,14 @@ def row(rows: list[dict[str, str]], **match) -> dict[str, str]:
     return found[0]
 
 
-def cell(value: float, *sources: int, digits: int = 3) -> str:
-    return f"{value:.{digits}f} " + "".join(f"[{i}]" for i in sorted(sources))
+def cell(value: float, *sources: int, digits: int = 3, n: bool = True) -> str:
+    return f"{value:.{digits}f} " + ("(n=1) " if n else "") + "".join(f"[{i}]" for i in sorted(sources))
+
+
+def probe_cell(results: dict, source: int) -> str:
+    """A single probe's cell: test video accuracy (n=1, train accuracy), † when unconverged."""
+    text = f"{results['test']['video_accuracy']:.3f} (n=1, train {results['train']['video_accuracy']:.3f})"
+    return text + ("" if results["probe"]["converged"] else " †1") + f" [{source}]"
 
 
 def source_numbers(tables: dict, report_dir: Path) -> dict[Path, int]:
@@ -121,12 +127,11 @@ def test_report_from_real_runs_puts_each_number_in_its_cell(pipeline):
     # datasets share the manifest source "synthetic", so they are told apart by directory
     t1 = row(table(tables, "Table 1"), dataset="synthetic:world_a")
     assert t1["teacher"] == "toy-dinov2"  # not in probe_results.json: read from the target cache manifest
-    assert (t1["random"], t1["global"], t1["dense"]) == (cell(acc["none"], n["none"]), cell(acc["global"], n["global"]),
-                                                         cell(acc["dense"], n["dense"]))
+    assert (t1["random"], t1["global"], t1["dense"]) == tuple(probe_cell(probe[o], n[o]) for o in ("none", "global", "dense"))
     assert t1["intra"] == MISSING
 
     t2 = row(table(tables, "Table 2"), teacher="toy-dinov2")
-    assert (t2["global"], t2["dense"]) == (cell(acc["global"], n["global"]), cell(acc["dense"], n["dense"]))
+    assert (t2["global"], t2["dense"]) == (probe_cell(probe["global"], n["global"]), probe_cell(probe["dense"], n["dense"]))
     assert t2["dense − global"] == f"{acc['dense'] - acc['global']:+.3f}"
 
     ft_path = runs / "dense" / "finetune" / "finetune_results.json"
@@ -141,11 +146,10 @@ def test_report_from_real_runs_puts_each_number_in_its_cell(pipeline):
     tr_path = runs / "dense" / "transfer_world_b" / "transfer_results.json"
     t5 = table(tables, "Table 5a")
     dense_row = row(t5, **{"pretrained on": "synthetic:world_a", "objective": "dense"})
-    assert dense_row["probe on synthetic:world_b"] == cell(load(tr_path)["test"]["video_accuracy"],
-                                                            src[tr_path.resolve()])
-    assert dense_row["probe on synthetic:world_a"] == cell(acc["dense"], n["dense"])
+    assert dense_row["probe on synthetic:world_b"] == probe_cell(load(tr_path), src[tr_path.resolve()])
+    assert dense_row["probe on synthetic:world_a"] == probe_cell(probe["dense"], n["dense"])
     random_row = row(t5, **{"pretrained on": "random init"})
-    assert random_row["probe on synthetic:world_a"] == cell(acc["none"], n["none"])
+    assert random_row["probe on synthetic:world_a"] == probe_cell(probe["none"], n["none"])
     assert random_row["probe on synthetic:world_b"] == MISSING
 
     seg_path = runs / "dense" / "segment_results.json"
@@ -282,7 +286,7 @@ def test_finetune_and_segment_schema(tmp_path):
     assert [t4[1][f"{p}% labels"] for p in (10, 25, 50, 100)] == [cell(v, ft) for v in (0.46, 0.73, 0.88, 0.92)]
     seg = row(table(tables, "Table 5b"), dataset="msr")
     s = src[(ckpt / "segment_results.json").resolve()]
-    assert (seg["mIoU"], seg["corr. acc gap 8"], seg["corr. acc gap 15"]) == (f"23.6 [{s}]", f"50.0 [{s}]", MISSING)
+    assert (seg["mIoU"], seg["corr. acc gap 8"], seg["corr. acc gap 15"]) == (f"23.6 (n=1) [{s}]", f"50.0 (n=1) [{s}]", MISSING)
 
 
 def test_bad_input_raises_one_clear_error(tmp_path, capsys):
@@ -315,6 +319,13 @@ def test_cell_renders_mean_std_and_sources(values, digits):
     head = f"{statistics.fmean(values):.{digits}f}"
     refs = "".join(f"[{i + 1}]" for i in range(len(values)))
     if len(values) == 1:
-        assert text == f"{head} {refs}"
+        assert text == f"{head} (n=1) {refs}"
     else:
         assert text == f"{head} ± {statistics.stdev(values):.{digits}f} (n={len(values)}) {refs}"
+
+
+def test_cell_shows_train_accuracy_and_unconverged_probes():
+    c = Cell()
+    c.add(0.5, 1, train=1.0, converged=True)
+    c.add(0.7, 2, train=0.9, converged=False)
+    assert c.render(2) == f"0.60 ± {statistics.stdev([0.5, 0.7]):.2f} (n=2, train 0.95) †1 [1][2]"

@@ -11,18 +11,23 @@ each part's screen bounding box; a z-buffer keeps the nearest hit), then:
   point projects exactly onto the pixel whose depth produced it;
 - ``rgb [T, H, W, 3]`` uint8, pixel-aligned with the depth: clothing / skin colours per
   subject, a checker texture on the part surface and Lambertian-like shading;
-- ``part`` per point (index into :data:`PART_NAMES`);
+- ``part`` per point (index into :data:`PART_NAMES`; clutter objects are ``scene``);
 - ``track`` per point: the ground-truth surface-point id. Each part's surface is
   parametrised in the part's own frame (capsule: axial position x angle around the axis;
   ellipsoid: polar x azimuth angle) and cut into a fixed ``8 x 12`` grid of cells; a
   point's track id is ``part * 96 + cell`` of the noise-free surface point it sees. The
   same id in two frames is therefore the same patch of the same body part (within one
-  cell), moving rigidly with that part.
+  cell), moving rigidly with that part. Scene clutter has no track (-1).
+
+What makes the world hard (the :class:`SyntheticConfig` defaults): subjects facing any
+direction, mirrored left / right action pairs, walk vs jog, camera position, distance and aim
+varied, static clutter that occludes the subject, Kinect-like noise and dropout.
 
 Determinism: a video depends only on ``(seed, subject, action, repetition)``.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,18 +35,23 @@ import numpy as np
 
 from cross4d_core.geometry.camera import PinholeCamera
 
-#: Action classes (label = index).
+#: Action classes (label = index). Confusable on purpose: three mirrored left / right pairs
+#: (told apart only by which side of the body moves, while the subject may face any way),
+#: the same gait at two speeds (walk / jog), and squat vs sit, jump vs reach_up.
 ACTION_NAMES = (
-    "wave_left", "wave_right", "clap", "punch", "kick", "squat",
+    "wave_left", "wave_right", "clap", "punch_right", "kick_right", "squat",
     "jump", "bow", "turn", "reach_up", "sit", "walk_in_place",
+    "punch_left", "kick_left", "jog_in_place",
 )
 
-#: Body parts of the humanoid (part label = index).
+#: Body parts of the humanoid (part label = index), then ``scene`` for the clutter objects.
 PART_NAMES = (
     "head", "torso", "pelvis",
     "upper_arm_l", "forearm_l", "hand_l", "upper_arm_r", "forearm_r", "hand_r",
     "thigh_l", "shin_l", "foot_l", "thigh_r", "shin_r", "foot_r",
+    "scene",
 )
+SCENE_PART = PART_NAMES.index("scene")
 
 #: Track cells per part: ``TRACK_BINS_AXIAL x TRACK_BINS_ANGULAR``.
 TRACK_BINS_AXIAL = 8
@@ -70,6 +80,16 @@ class SyntheticConfig:
         fps: frame rate (Hz); stamps are ``t / fps`` seconds.
         noise: scale of the depth noise (0 = noise-free depth, no dropout).
         dropout: maximum fraction of valid depth pixels dropped per frame.
+        facing_deg: the subject faces the camera turned by up to +-this (180: any direction,
+            so a mirrored action seen from behind looks like its twin seen from the front).
+        azimuth_deg: the camera stands up to +-this round the subject from the room's front
+            (independent of the subject's facing).
+        distance_m: camera distance range (metres, for a 1.75 m subject; scaled by height).
+        aim_offset_m: the camera aims up to this far (sideways and up / down) off the subject,
+            so the subject is not always in the middle of the image.
+        clutter: static scene objects per video (boxes / posts as ellipsoids and capsules,
+            part label ``scene``, no track), placed round the subject; about one in three
+            stands between the camera and the subject and occludes part of it.
     """
 
     width: int = 320
@@ -78,6 +98,11 @@ class SyntheticConfig:
     fps: float = 15.0
     noise: float = 1.0
     dropout: float = 0.02
+    facing_deg: float = 180.0
+    azimuth_deg: float = 40.0
+    distance_m: tuple[float, float] = (2.3, 3.5)
+    aim_offset_m: float = 0.3
+    clutter: int = 2
 
     def camera(self) -> PinholeCamera:
         return PinholeCamera.from_focal(self.focal, self.width, self.height)
@@ -211,16 +236,18 @@ def _action_angles(action: int, t: np.ndarray, speed: float, amp: float, phase0:
             a["flex_" + side] = 1.35 * amp + z
             a["abd_" + side] = 0.1 + 0.75 * amp * _pulse(w * 1.3 * t + phase0)
             a["elbow_" + side] = 0.3 + z
-    elif name == "punch":
-        for side, off in (("r", 0.0), ("l", np.pi)):
-            p = _pulse(w * t + phase0 + off) ** 2
-            a["flex_" + side] = 0.9 + 0.65 * amp * p
-            a["elbow_" + side] = 2.0 * (1 - p) + 0.05
-            a["abd_" + side] = 0.25 + z
-    elif name == "kick":
+    elif name in ("punch_left", "punch_right"):
+        side, guard = ("l", "r") if name == "punch_left" else ("r", "l")
+        p = _pulse(w * t + phase0) ** 2
+        a["flex_" + side] = 0.9 + 0.65 * amp * p
+        a["elbow_" + side] = 2.0 * (1 - p) + 0.05
+        a["flex_" + guard], a["elbow_" + guard] = 0.9 + z, 2.0 + z  # the other fist stays up
+        a["abd_l"] = a["abd_r"] = 0.25 + z
+    elif name in ("kick_left", "kick_right"):
+        side = "l" if name == "kick_left" else "r"
         p = _pulse(w * 0.9 * t + phase0)
-        a["hip_r"] = 1.25 * amp * p
-        a["knee_r"] = 1.3 * np.sin(np.pi * p) * (1 - p) + 0.1 * p
+        a["hip_" + side] = 1.25 * amp * p
+        a["knee_" + side] = 1.3 * np.sin(np.pi * p) * (1 - p) + 0.1 * p
         a["abd_l"] = a["abd_r"] = 0.35 + z
     elif name == "squat":
         p = _pulse(w * 0.8 * t + phase0) * amp
@@ -258,12 +285,15 @@ def _action_angles(action: int, t: np.ndarray, speed: float, amp: float, phase0:
         a["knee_l"] = a["knee_r"] = 1.55 * p
         a["flex_l"] = a["flex_r"] = 0.6 * p
         a["elbow_l"] = a["elbow_r"] = 0.15 + 0.8 * p
-    elif name == "walk_in_place":
-        s = np.sin(w * 1.1 * t + phase0)
+    elif name in ("walk_in_place", "jog_in_place"):
+        jog = name == "jog_in_place"  # the same gait, ~1.8x faster, with a bounce and bent arms
+        s = np.sin(w * (2.0 if jog else 1.1) * t + phase0)
         a["hip_l"], a["hip_r"] = 0.8 * amp * np.clip(s, 0, None), 0.8 * amp * np.clip(-s, 0, None)
         a["knee_l"], a["knee_r"] = 1.6 * a["hip_l"], 1.6 * a["hip_r"]
         a["flex_l"], a["flex_r"] = -0.5 * amp * s, 0.5 * amp * s
-        a["elbow_l"] = a["elbow_r"] = 0.5 + z
+        a["elbow_l"] = a["elbow_r"] = (1.3 if jog else 0.5) + z
+        if jog:
+            a["jump"] = 0.04 * amp * np.abs(s)
     return a
 
 
@@ -312,6 +342,37 @@ def _look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
     down = np.cross(fwd, right)
     R = np.stack([right, down, fwd])
     return _homogeneous(R, -R @ eye)
+
+
+def _clutter(rng: np.random.Generator, count: int, eye: np.ndarray, subject_at: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``count`` static scene objects: kind ``[K]``, ``world_from_object [K, 4, 4]``, size
+    ``[K, 3]`` and colour ``[K, 3]``. Each is a box-like ellipsoid or an upright post (a
+    capsule) on the floor; about one in three stands between the camera and the subject
+    (a low occluder), the others beside or behind the subject."""
+    kinds, poses, sizes, colours = [], [], [], []
+    ground = np.array([subject_at[0], 0.0, subject_at[2]])
+    to_camera = np.array([eye[0], 0.0, eye[2]]) - ground
+    to_camera /= np.linalg.norm(to_camera)
+    across = np.array([to_camera[2], 0.0, -to_camera[0]])
+    for _ in range(count):
+        if rng.random() < 1 / 3:  # in front: 0.6-1.2 m towards the camera, off to one side a little
+            where = ground + rng.uniform(0.6, 1.2) * to_camera + rng.uniform(-0.4, 0.4) * across
+        else:  # beside or behind
+            where = ground + rng.uniform(-1.0, 0.3) * to_camera + rng.choice([-1, 1]) * rng.uniform(0.6, 1.3) * across
+        if rng.random() < 0.5:
+            half = rng.uniform([0.15, 0.2, 0.15], [0.45, 0.5, 0.4])
+            kinds.append(_ELLIPSOID)
+            sizes.append(half)
+            centre = where + np.array([0.0, half[1], 0.0])
+        else:
+            radius, length = rng.uniform(0.04, 0.12), rng.uniform(0.6, 1.6)
+            kinds.append(_CAPSULE)
+            sizes.append(np.array([radius, length, 0.0]))
+            centre = where + np.array([0.0, length + radius, 0.0])  # capsules hang down their -y axis
+        poses.append(_homogeneous(_rot("y", rng.uniform(0, 2 * np.pi)), centre))
+        colours.append(rng.uniform(0.1, 0.9, 3))
+    return np.array(kinds), np.stack(poses), np.stack(sizes), np.stack(colours)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -374,13 +435,14 @@ def render_video(subject: Subject, action: int, rng: np.random.Generator, frames
     speed = rng.uniform(0.7, 1.4)
     amp = rng.uniform(0.75, 1.15)
     phase0 = rng.uniform(0, 2 * np.pi)
-    facing = rng.uniform(-0.5, 0.5)
-    azimuth = rng.uniform(-0.7, 0.7)
-    distance = rng.uniform(2.5, 3.1) * subject.height / 1.75 + 0.4
+    facing = np.radians(rng.uniform(-cfg.facing_deg, cfg.facing_deg))
+    azimuth = np.radians(rng.uniform(-cfg.azimuth_deg, cfg.azimuth_deg))
+    distance = rng.uniform(*cfg.distance_m) * subject.height / 1.75 + 0.4
     cam_height = rng.uniform(0.7, 1.5)
     noise = cfg.noise * rng.uniform(0.5, 1.5)
     dropout = cfg.dropout * rng.uniform(0.0, 1.0) if cfg.noise > 0 else 0.0
     offset = rng.uniform(-0.15, 0.15, 2)
+    aim = rng.uniform(-cfg.aim_offset_m, cfg.aim_offset_m, 2)
     background = rng.uniform(0.2, 0.8, 3)
 
     t = np.arange(frames) / cfg.fps
@@ -388,15 +450,24 @@ def render_video(subject: Subject, action: int, rng: np.random.Generator, frames
     J = _joint_frames(subject, angles, facing)
     target = np.array([offset[0], 0.5 * subject.height, offset[1]])
     eye = target + np.array([distance * np.sin(azimuth), cam_height - target[1], distance * np.cos(azimuth)])
-    cam_from_world = _look_at(eye, target)
+    side = np.array([np.cos(azimuth), 0.0, -np.sin(azimuth)])
+    cam_from_world = _look_at(eye, target + aim[0] * side + np.array([0.0, aim[1], 0.0]))
     world_shift = _homogeneous(np.eye(3), np.array([offset[0], 0.0, offset[1]]))
 
     kind, part_offset, size = _part_shapes(subject)
-    P = len(kind)
+    body = len(kind)
     joint_of_part = [j for j, _, _ in _PART_LAYOUT]
-    part_in_joint = _homogeneous(np.broadcast_to(np.eye(3), (P, 3, 3)), part_offset)
+    part_in_joint = _homogeneous(np.broadcast_to(np.eye(3), (body, 3, 3)), part_offset)
     cam_from_part = np.stack(
-        [cam_from_world @ world_shift @ J[joint_of_part[k]] @ part_in_joint[k] for k in range(P)], axis=1)
+        [cam_from_world @ world_shift @ J[joint_of_part[k]] @ part_in_joint[k] for k in range(body)], axis=1)
+    colours = subject.palette[[c for _, _, c in _PART_LAYOUT]]
+    if cfg.clutter:
+        c_kind, c_pose, c_size, c_colour = _clutter(rng, cfg.clutter, eye, target)
+        kind, size = np.concatenate([kind, c_kind]), np.concatenate([size, c_size])
+        cam_from_part = np.concatenate([cam_from_part, np.broadcast_to(cam_from_world @ c_pose,
+                                                                      (frames, *c_pose.shape))], axis=1)
+        colours = np.concatenate([colours, c_colour])
+    P = len(kind)
     capsule = (kind == _CAPSULE)[:, None]
     centre_local = np.where(capsule, np.stack([0 * size[:, 1], -size[:, 1] / 2, 0 * size[:, 1]], 1), 0.0)
     radius = np.where(kind == _CAPSULE, size[:, 0] + size[:, 1] / 2, size.max(axis=1))
@@ -440,12 +511,14 @@ def render_video(subject: Subject, action: int, rng: np.random.Generator, frames
     Rk = cam_from_part[tt, pk, :3, :3]
     local = np.einsum("mji,mj->mi", Rk, cam_pts - cam_from_part[tt, pk, :3, 3])
     cell, normal_local = _surface_cells(kind[pk], size[pk], local)
-    track_ids = pk * TRACKS_PER_PART + cell
+    scene = pk >= body
+    track_ids = np.where(scene, -1, pk * TRACKS_PER_PART + cell)
     normal = np.einsum("mij,mj->mi", Rk, normal_local)
     shade = 0.3 + 0.7 * np.abs(np.einsum("mi,mi->m", normal, ray)) / np.linalg.norm(ray, axis=1)
-    clothing = np.array([c for _, _, c in _PART_LAYOUT])[pk]
+    skin = np.array([c == _SKIN for _, _, c in _PART_LAYOUT] + [False] * (P - body))[pk]
     checker = np.where(((cell // TRACK_BINS_ANGULAR) + cell) % 2 == 0, 1.0, 0.72)
-    colour = subject.palette[clothing] * (shade * np.where(clothing == _SKIN, 1.0, checker))[:, None]
+    colour = colours[pk] * (shade * np.where(skin, 1.0, checker))[:, None]
+    pk = np.where(scene, SCENE_PART, pk)
 
     # Sensor: Kinect-like axial noise (sigma ~ z^2), mm quantisation, random dropout.
     sigma = noise * (0.0012 + 0.0019 * (z_true - 0.4) ** 2)
@@ -471,10 +544,11 @@ def render_video(subject: Subject, action: int, rng: np.random.Generator, frames
         depth=depth_out, rgb=rgb, part_image=part_out, track_image=track_out,
         points=np.split(pts, splits), pixels=np.split(np.stack([uk, vk], 1), splits),
         part=np.split(pk[keep], splits), track=np.split(track_ids[keep], splits),
-        camera=cam, cam_from_part=cam_from_part, stamps=t.astype(np.float64), label=int(action),
+        camera=cam, cam_from_part=cam_from_part[:, :body], stamps=t.astype(np.float64), label=int(action),
         subject=int(subject.subject_id),
-        meta={"speed": speed, "amplitude": amp, "phase": phase0, "facing": facing, "azimuth": azimuth,
-              "distance": distance, "camera_height": cam_height, "noise": noise, "dropout": dropout},
+        meta={"speed": speed, "amplitude": amp, "phase": phase0, "facing": float(facing),
+              "azimuth": float(azimuth), "distance": distance, "camera_height": cam_height, "noise": noise,
+              "dropout": dropout, "aim_offset": aim.tolist(), "clutter": int(cfg.clutter)},
     )
 
 
@@ -514,10 +588,9 @@ def generate_synthetic_dataset(out_root: str | Path, num_subjects: int = 8, vide
     jobs = [(s, a, r) for s in range(num_subjects) for a in range(classes) for r in range(videos_per_class_per_subject)]
     if max_points is not None and max_points < 1:
         raise ValueError(f"generate_synthetic_dataset: max_points must be >= 1, got {max_points}")
-    normalisation = {"generator": "cross4d synthetic", "seed": seed, "frames": frames, "fps": cfg.fps,
-                     "max_points_per_frame": max_points,
-                     "camera": {"width": cfg.width, "height": cfg.height, "focal": cfg.focal},
-                     "noise": cfg.noise, "dropout": cfg.dropout, "frame": "camera optical (x right, y down, z forward)"}
+    normalisation = {"generator": "cross4d synthetic", "seed": seed, "frames": frames,
+                     "max_points_per_frame": max_points, "world": dataclasses.asdict(cfg),
+                     "frame": "camera optical (x right, y down, z forward)"}
     with DatasetWriter(out_root, source="synthetic", label_names=list(ACTION_NAMES[:classes]),
                        normalisation=normalisation, part_names=list(PART_NAMES)) as writer:
         iterator = jobs

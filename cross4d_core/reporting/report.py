@@ -38,27 +38,39 @@ def objective_label(objective: str | None) -> str:
 
 @dataclass
 class Cell:
-    """The values of one table cell and the indices of the source files they came from."""
+    """The values of one table cell, the indices of the source files they came from and,
+    for probes, their train accuracies and how many did not converge."""
 
     values: list[float] = field(default_factory=list)
     sources: list[int] = field(default_factory=list)
+    train: list[float] = field(default_factory=list)
+    unconverged: int = 0
 
-    def add(self, value: float | None, source: int) -> None:
+    def add(self, value: float | None, source: int, train: float | None = None, converged: bool | None = None) -> None:
         if value is not None:
             self.values.append(value)
             self.sources.append(source)
+            if train is not None:
+                self.train.append(train)
+            self.unconverged += converged is False
 
     @property
     def mean(self) -> float | None:
         return statistics.fmean(self.values) if self.values else None
 
     def render(self, digits: int = 3, scale: float = 1.0) -> str:
+        """``mean ± std (n=k, train t) †u [sources]``: std when k > 1; ``train`` = the mean
+        train accuracy of the probes; ``†u``: u of them did not converge."""
         if not self.values:
             return MISSING
         values = [v * scale for v in self.values]
         text = f"{statistics.fmean(values):.{digits}f}"
         if len(values) > 1:
-            text += f" ± {statistics.stdev(values):.{digits}f} (n={len(values)})"
+            text += f" ± {statistics.stdev(values):.{digits}f}"
+        text += f" (n={len(values)}" + (f", train {statistics.fmean(self.train) * scale:.{digits}f}"
+                                         if self.train else "") + ")"
+        if self.unconverged:
+            text += f" †{self.unconverged}"
         return text + " " + "".join(f"[{i}]" for i in sorted(set(self.sources)))
 
 
@@ -94,6 +106,13 @@ def _accuracy(results: dict, metric: str) -> float | None:
     return finite((results.get("test") or {}).get(metric))
 
 
+def _add_probe(cell: Cell, results: dict, metric: str, source: int) -> None:
+    """A probe's test accuracy with its train accuracy and convergence (when recorded)."""
+    fit = results.get("probe") or {}
+    cell.add(_accuracy(results, metric), source, finite((results.get("train") or {}).get(metric)),
+             fit.get("converged") if isinstance(fit.get("converged"), bool) else None)
+
+
 def _objective_columns(runs: Iterable[RunRecord]) -> list[str]:
     extra = sorted({r.objective or "unknown" for r in runs} - set(OBJECTIVE_COLUMNS))
     return list(OBJECTIVE_COLUMNS) + extra
@@ -114,12 +133,13 @@ def probe_table(runs: Sequence[RunRecord], index: dict[Path, int], metric: str =
             for run in mine:
                 objective = run.objective or "unknown"
                 if objective in ("none", "intra") or (run.teacher or "unknown") == teacher:
-                    cells[objective].add(_accuracy(run.results, metric), index[run.path])
+                    _add_probe(cells[objective], run.results, metric, index[run.path])
             rows.append([dataset, teacher or MISSING] + [cells[o] for o in objectives])
     return Table("Table 1: linear-probe accuracy (frozen encoder)",
                  ["dataset", "teacher"] + [objective_label(o) for o in objectives], rows,
-                 note=f"Test {metric.replace('_', ' ')} of a linear classifier on mean-pooled frozen features; "
-                      "random = the same encoder without pretraining (objective `none`).")
+                 note=f"Test {metric.replace('_', ' ')} of a linear classifier on mean-pooled frozen features "
+                      "(mean ± std over runs, n = runs (seeds), train = the probes' train accuracy; † counts probes "
+                      "that did not converge); random = the same encoder without pretraining (objective `none`).")
 
 
 def teacher_table(runs: Sequence[RunRecord], index: dict[Path, int], metric: str = "video_accuracy") -> Table:
@@ -131,7 +151,7 @@ def teacher_table(runs: Sequence[RunRecord], index: dict[Path, int], metric: str
         cells = {"global": Cell(), "dense": Cell()}
         for run in probes:
             if (run.dataset or "unknown", run.teacher or "unknown") == (dataset, teacher):
-                cells[run.objective].add(_accuracy(run.results, metric), index[run.path])
+                _add_probe(cells[run.objective], run.results, metric, index[run.path])
         g, d = cells["global"].mean, cells["dense"].mean
         gain = MISSING if g is None or d is None else f"{d - g:+.3f}"
         rows.append([dataset, teacher, cells["global"], cells["dense"], gain])
@@ -182,7 +202,7 @@ def transfer_table(runs: Sequence[RunRecord], index: dict[Path, int], metric: st
         cells = {t: Cell() for t in targets}
         for run in probes:
             if source_of(run) == key:
-                cells[run.dataset or "unknown"].add(_accuracy(run.results, metric), index[run.path])
+                _add_probe(cells[run.dataset or "unknown"], run.results, metric, index[run.path])
         rows.append(list(key) + [cells[t] for t in targets])
     return Table("Table 5a: cross-domain transfer (pretrain on A, linear probe on B)",
                  ["pretrained on", "objective", "teacher"] + [f"probe on {t}" for t in targets], rows,
