@@ -75,6 +75,7 @@ def test_msr_convert_labels_splits_units_and_resume(tmp_path):
     ds = Dataset4D.open(out)
     assert ds.manifest["units"] == "m" and ds.manifest["normalisation"]["scale_to_m"] == 1e-3
     assert len(ds.label_names) == 20 and ds.label_names[0] == "high arm wave"
+    assert ds.label_names[19] == "pick up & throw"
     expect = {"a01_s01_e02_sdepth": (0, "train", 1), "a02_s05_e02_sdepth": (1, "train", 5),
               "a20_s06_e02_sdepth": (19, "test", 6), "a07_s10_e02_sdepth": (6, "test", 10)}
     for vid, (label, split, subject) in expect.items():
@@ -153,6 +154,7 @@ def test_msr_truncated_bin_names_the_file(tmp_path, cut):
 # --- NTU-RGB+D 60 --------------------------------------------------------------------------
 
 XSUB_TRAIN = {1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38}
+NTU_W, NTU_H, NTU_FOCAL = 512, 424, 280
 
 
 @given(performer=st.integers(1, 40), camera=st.integers(1, 3), action=st.integers(1, 60))
@@ -164,10 +166,37 @@ def test_ntu_protocol_splits(performer, camera, action):
     assert ntu60.split_of(ids, "xview") == ("test" if camera == 1 else "train")
 
 
-def write_ntu_video(folder, depth: np.ndarray, first_index: int) -> None:
+def ntu_reference_points(depth_mm: np.ndarray) -> np.ndarray:
+    """The public back-projection (f = 280, centre (W/2, H/2) = (256, 212)) of one 512x424
+    depth map in millimetres, in metres, pixels row-major (numpy, as the public script)."""
+    xx, yy = np.meshgrid(np.arange(NTU_W), np.arange(NTU_H))
+    valid = depth_mm > 0
+    z = depth_mm[valid].astype(np.float64) / 1000.0
+    return np.stack([(xx[valid] - NTU_W / 2) / NTU_FOCAL * z, (yy[valid] - NTU_H / 2) / NTU_FOCAL * z, z], axis=-1)
+
+
+def write_ntu_video(folder, depth: np.ndarray, numbers) -> None:
+    """16-bit masked depth PNGs ``MDepth-%08d.png`` (millimetres), one per frame number."""
     folder.mkdir(parents=True)
-    for t, frame in enumerate(depth):
-        assert cv2.imwrite(str(folder / f"MDepth-{first_index + t:08d}.png"), frame.astype(np.uint16))
+    for number, frame in zip(numbers, depth):
+        assert cv2.imwrite(str(folder / f"MDepth-{number:08d}.png"), frame.astype(np.uint16))
+
+
+def ntu_depth(rng, frames: int) -> np.ndarray:
+    depth = np.zeros((frames, NTU_H, NTU_W), dtype=np.uint16)
+    depth[:, 200:206, 250:260] = sparse_depth(rng, (frames, 6, 10), fill=0.5)
+    depth[:, 0, 0] = 3000  # a corner pixel: far from the principal point
+    depth[:, 423, 511] = 4500
+    return depth
+
+
+def test_ntu_official_class_names():
+    ds_names = ntu60.ACTION_NAMES
+    assert len(ds_names) == 60 and len(set(ds_names)) == 60
+    assert ds_names[0] == "drink water" and ds_names[59] == "walking apart from each other"
+    assert ds_names[24] == "put something inside pocket / take out something from pocket"
+    assert ds_names[48] == "use a fan (with hand or paper)/feeling warm"
+    assert ds_names[49] == "punching/slapping other person"
 
 
 def test_ntu_masked_depth_pngs(tmp_path):
@@ -175,41 +204,102 @@ def test_ntu_masked_depth_pngs(tmp_path):
     root = tmp_path / "nturgb+d_depth_masked"
     depths = {}
     for name in ("S001C001P001R001A010", "S002C002P003R002A060"):
-        depth = np.zeros((3, 424, 512), dtype=np.uint16)
-        depth[:, 200:206, 250:260] = sparse_depth(rng, (3, 6, 10), fill=0.5)
-        depth[2, 0, 0] = 3000  # a corner pixel: far from the principal point
-        depths[name] = depth
-        write_ntu_video(root / name, depth, first_index=17)  # no assumed start index
+        depths[name] = ntu_depth(rng, 3)
+        write_ntu_video(root / name, depths[name], numbers=[17, 18, 19])  # no assumed start index
     for protocol, splits in (("xsub", ("train", "test")), ("xview", ("test", "train"))):
         out = tmp_path / protocol
-        assert ntu60.convert(tmp_path, out, progress=False, protocol=protocol)["written"] == 2
+        summary = ntu60.convert(tmp_path, out, progress=False, protocol=protocol)
+        assert summary["written"] == 2 and summary["reported"]["missing_frames"] == {}
         ds = Dataset4D.open(out)
         assert ds.manifest["normalisation"]["protocol"] == protocol
+        assert ds.label_names[9] == "clapping" and ds.label_names[59] == "walking apart from each other"
         for name, split in zip(depths, splits):
             rec = video_by_id(ds, name)
             assert rec.split == split and rec.label == int(name[-3:]) - 1
+            np.testing.assert_allclose(rec.stamps, [0, 1 / 30, 2 / 30])
             for t, frame in enumerate(frames_of(rec)):
-                np.testing.assert_allclose(frame, expected_points(depths[name][t], 256, 212), rtol=1e-6, atol=1e-7)
+                np.testing.assert_allclose(frame, ntu_reference_points(depths[name][t]), rtol=1e-6, atol=1e-7)
+            assert frames_of(rec)[0][-1, 2] == pytest.approx(4.5)  # 4500 mm -> 4.5 m
 
 
-def test_ntu_legacy_npz_unit_is_recorded_and_converted(tmp_path):
-    legacy = [np.array([[0.1, -0.2, 1.0]]), np.array([[0.0, 0.0, 2.0], [1.0, 1.0, 3.0]])]
-    obj = np.empty(2, dtype=object)
-    obj[:] = legacy
-    np.savez(tmp_path / "S003C003P007R001A042.npz", data=obj)
-    ntu60.convert(tmp_path, tmp_path / "out", progress=False)
+def test_ntu_missing_frame_number_keeps_its_time_gap_and_is_reported(tmp_path):
+    depth = ntu_depth(np.random.default_rng(5), 3)
+    write_ntu_video(tmp_path / "S001C001P002R001A005", depth, numbers=[1, 2, 4])
+    summary = ntu60.convert(tmp_path, tmp_path / "out", progress=False)
+    assert summary["reported"]["missing_frames"] == {"S001C001P002R001A005": [3]}
+    rec = Dataset4D.open(tmp_path / "out").video(0)
+    np.testing.assert_allclose(rec.stamps, [0, 1 / 30, 3 / 30])  # not 3 evenly spaced frames
+    assert rec.meta["meta"]["missing_frames"] == [3] and rec.meta["meta"]["frame_numbers"] == [1, 4]
+    np.testing.assert_allclose(frames_of(rec)[2], ntu_reference_points(depth[2]), rtol=1e-6, atol=1e-7)
+
+
+@given(numbers=st.sets(st.integers(0, 400), min_size=1, max_size=30))
+def test_ntu_frames_follow_their_numbers(numbers):
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in numbers:  # frame_files reads names only
+            (Path(tmp) / f"MDepth-{n:08d}.png").touch()
+        files, got = ntu60.frame_files(Path(tmp))
+    expected = sorted(numbers)
+    assert got.tolist() == expected and [int(f.stem[7:]) for f in files] == expected
+    assert ntu60.missing_numbers(got) == sorted(set(range(expected[0], expected[-1] + 1)) - numbers)
+
+
+def test_ntu_frame_names_are_checked(tmp_path):
+    folder = tmp_path / "S001C001P001R001A001"
+    folder.mkdir()
+    (folder / "MDepth-00000001.png").touch()
+    (folder / "MDepth-1.png").touch()
+    with pytest.raises(SourceFormatError, match=r"A001: frame number 1 appears in two file names"):
+        ntu60.frame_files(folder)
+    (folder / "MDepth-1.png").unlink()
+    (folder / "MDepth-final.png").touch()
+    with pytest.raises(SourceFormatError, match=r"MDepth-final\.png: name does not match"):
+        ntu60.frame_files(folder)
+
+
+def write_pstnet_legacy_npz(video_folder, out_dir) -> None:
+    """What PSTNet's scripts/depth2point4ntu.py does to one video folder: matplotlib reads the
+    16-bit PNG as uint16 / 65535, back-projects it with f = 280 and centre (W/2, H/2), and
+    saves the per-frame arrays under ``data`` with no further scaling."""
+    import os
+
+    from matplotlib.image import imread
+
+    xx, yy = np.meshgrid(np.arange(NTU_W), np.arange(NTU_H))
+    point_clouds = []
+    for img_name in sorted(os.listdir(video_folder)):
+        depth_map = imread(os.path.join(video_folder, img_name))
+        x, y, z = xx[depth_map > 0], yy[depth_map > 0], depth_map[depth_map > 0]
+        x = (x - NTU_W / 2) / NTU_FOCAL * z
+        y = (y - NTU_H / 2) / NTU_FOCAL * z
+        point_clouds.append(np.stack([x, y, z], axis=-1))
+    data = np.empty(len(point_clouds), dtype=object)
+    data[:] = point_clouds
+    np.savez_compressed(os.path.join(out_dir, video_folder.name + ".npz"), data=data)
+
+
+def test_ntu_legacy_npz_of_the_public_script_is_metres(tmp_path):
+    depth = ntu_depth(np.random.default_rng(6), 2)
+    write_ntu_video(tmp_path / "png" / "S003C003P007R001A042", depth, numbers=[1, 2])
+    (tmp_path / "npz").mkdir()
+    write_pstnet_legacy_npz(tmp_path / "png" / "S003C003P007R001A042", tmp_path / "npz")
+    ntu60.convert(tmp_path / "npz", tmp_path / "out", progress=False)
     ds = Dataset4D.open(tmp_path / "out")
-    assert "65535" in ds.manifest["normalisation"]["source_units"]
+    assert ds.manifest["normalisation"]["scale_to_m"] == pytest.approx(65.535)
     rec = ds.video(0)
     assert (rec.label, rec.split, rec.subject) == (41, "test", 7)
-    for got, raw in zip(frames_of(rec), legacy):
-        # z = depth_mm / 65535 * 100  ->  1 legacy unit = 655.35 mm
-        np.testing.assert_allclose(got, raw * 655.35 / 1000.0, rtol=1e-6)
+    assert ds.label_names[41] == "staggering"
+    for got, mm in zip(frames_of(rec), depth):
+        np.testing.assert_allclose(got, ntu_reference_points(mm), rtol=2e-6, atol=1e-6)
+    assert frames_of(rec)[1][0, 2] == pytest.approx(3.0, rel=1e-6)  # a 3000 mm pixel is 3 m, not 0.03 m
 
 
 def test_ntu_corrupt_png_names_the_file(tmp_path):
     folder = tmp_path / "S001C001P001R001A001"
-    write_ntu_video(folder, np.full((2, 424, 512), 1000, dtype=np.uint16), first_index=1)
+    write_ntu_video(folder, np.full((2, 424, 512), 1000, dtype=np.uint16), numbers=[1, 2])
     bad = folder / "MDepth-00000002.png"
     bad.write_bytes(bad.read_bytes()[:60])
     with pytest.raises(SourceFormatError, match="MDepth-00000002.png"):
@@ -221,7 +311,7 @@ def test_ntu_8bit_png_is_refused(tmp_path):
     folder.mkdir()
     cv2.imwrite(str(folder / "MDepth-00000001.png"), np.full((424, 512), 7, np.uint8))
     with pytest.raises(SourceFormatError, match="16-bit"):
-        ntu60.read_depth_pngs(folder)
+        ntu60.pngs_to_frames(folder)
 
 
 # --- HOI4D ---------------------------------------------------------------------------------
