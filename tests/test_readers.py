@@ -317,43 +317,156 @@ def test_ntu_8bit_png_is_refused(tmp_path):
 # --- HOI4D ---------------------------------------------------------------------------------
 
 
-def write_hoi4d(path, pcd, center, label):
+def write_h5(path, **datasets) -> None:
+    """An HDF5 file with the given datasets (the benchmark files' layout)."""
     with h5py.File(path, "w") as f:
-        f["pcd"], f["center"], f["label"] = pcd, center, label
+        for key, value in datasets.items():
+            f[key] = value
 
 
-def test_hoi4d_h5_per_frame_labels_and_centre(tmp_path):
+def hoi4d_sequences(rng, n: int, frames: int = 5, points: int = 16):
+    """``pcd [n, T, P, 3]`` (metres, away from the origin) and its per-frame centroids."""
+    pcd = (rng.normal(size=(n, frames, points, 3)) * 0.2 + [0.1, -0.3, 0.8]).astype(np.float32)
+    return pcd, pcd.mean(axis=2)
+
+
+def test_hoi4d_action_segmentation_points_as_stored(tmp_path):
     rng = np.random.default_rng(3)
     data = {}
     for name, n in (("train1.h5", 2), ("test1.h5", 1)):
-        pcd = rng.normal(size=(n, 5, 16, 3)).astype(np.float32)
-        center = rng.normal(size=(n, 5, 3)).astype(np.float32)
+        pcd, center = hoi4d_sequences(rng, n)
         label = rng.integers(0, 19, size=(n, 5)).astype(np.int64)
-        write_hoi4d(tmp_path / name, pcd, center, label)
+        write_h5(tmp_path / name, pcd=pcd, center=center, label=label)
         data[name.removesuffix(".h5")] = (pcd, center, label)
+    pcd_wolabel, center_wolabel = hoi4d_sequences(rng, 2)
+    write_h5(tmp_path / "test_wolabel.h5", pcd=pcd_wolabel, center=center_wolabel)
     summary = hoi4d.convert(tmp_path, tmp_path / "out", progress=False)
-    assert summary["written"] == 3 and summary["frames"] == 15
+    assert summary["written"] == 5 and summary["frames"] == 25 and "skipped_files" not in summary["reported"]
     ds = Dataset4D.open(tmp_path / "out")
-    assert ds.manifest["normalisation"]["subtract_center"]
+    assert ds.manifest["source"] == "hoi4d" and ds.manifest["normalisation"]["subtract_center"] is None
+    assert len(ds.label_names) == 19 and ds.manifest["splits"] == ["test", "test_wolabel", "train"]
     for stem, (pcd, center, label) in data.items():
         for i in range(len(pcd)):
             rec = video_by_id(ds, f"{stem}_{i:05d}")
             assert rec.split == ("train" if stem.startswith("train") else "test") and rec.label == -1
             assert rec.meta["meta"]["frame_labels"] == label[i].tolist()
-            got = np.stack(frames_of(rec))
-            np.testing.assert_allclose(got, pcd[i] - center[i, 0], rtol=1e-6, atol=1e-6)
+            np.testing.assert_array_equal(np.stack(frames_of(rec)), pcd[i])  # as the public loader returns it
+            np.testing.assert_allclose(rec.stamps, np.arange(5) / 15)
+    for i in range(2):
+        rec = video_by_id(ds, f"test_wolabel_{i:05d}")
+        assert rec.split == "test_wolabel" and rec.label == -1 and "frame_labels" not in rec.meta["meta"]
+        np.testing.assert_array_equal(np.stack(frames_of(rec)), pcd_wolabel[i])
+
+    hoi4d.convert(tmp_path, tmp_path / "centred", progress=False, subtract_center=True)
+    rec = video_by_id(Dataset4D.open(tmp_path / "centred"), "train1_00001")
+    pcd, center, _ = data["train1"]
+    np.testing.assert_allclose(np.stack(frames_of(rec)), pcd[1] - center[1, 0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("value, dtype, match", [
+    (1.5, np.float64, r"train2\.h5: dataset 'label', sequence 1: non-integral label 1\.5 at \(3,\)"),
+    (np.nan, np.float32, r"train2\.h5: dataset 'label', sequence 1: non-integral label nan"),
+    (19, np.int64, r"train2\.h5: dataset 'label', sequence 1: labels outside 0\.\.18: \[0, 19\]"),
+    (-1, np.int16, r"labels outside 0\.\.18: \[-1, 0\]"),
+])
+def test_hoi4d_bad_labels_name_file_and_dataset(tmp_path, value, dtype, match):
+    pcd, center = hoi4d_sequences(np.random.default_rng(4), 2)
+    label = np.zeros((2, 5), dtype)
+    label[1, 3] = value
+    write_h5(tmp_path / "train2.h5", pcd=pcd, center=center, label=label)
+    with pytest.raises(SourceFormatError, match=match):
+        hoi4d.convert(tmp_path, tmp_path / "out", progress=False)
+
+
+def test_hoi4d_integral_float_labels_are_accepted(tmp_path):
+    pcd, center = hoi4d_sequences(np.random.default_rng(5), 1)
+    write_h5(tmp_path / "test2.h5", pcd=pcd, center=center, label=np.array([[0.0, 18.0, 2.0, 2.0, 7.0]]))
+    hoi4d.convert(tmp_path, tmp_path / "out", progress=False)
+    assert Dataset4D.open(tmp_path / "out").video(0).meta["meta"]["frame_labels"] == [0, 18, 2, 2, 7]
+
+
+def semantic_of(points: np.ndarray) -> np.ndarray:
+    """Per-point labels that are a function of the point (so a sampled clip can be checked)."""
+    return (np.floor((points[..., 0] + 2.0) * 7.0).astype(np.int64) % 49)
+
+
+def test_hoi4d_semantic_segmentation_per_point_labels(tmp_path):
+    from cross4d_core.data.clips import ClipDataset
+
+    rng = np.random.default_rng(6)
+    semantic = {}
+    for name, n, dtype in (("train1.h5", 2, np.int32), ("test1_right.h5", 1, np.float64), ("test2_right.h5", 1,
+                                                                                            np.uint8)):
+        pcd, center = hoi4d_sequences(rng, n, frames=30, points=64)
+        semantic[name.removesuffix(".h5")] = (pcd, semantic_of(pcd))
+        write_h5(tmp_path / name, pcd=pcd, center=center, semantic=semantic_of(pcd).astype(dtype))
+    (tmp_path / "notes.h5").write_bytes(b"")
+    summary = hoi4d.convert(tmp_path, tmp_path / "out", progress=False)
+    assert summary["written"] == 4 and summary["reported"]["skipped_files"] == [str(tmp_path / "notes.h5")]
+    ds = Dataset4D.open(tmp_path / "out")
+    m = ds.manifest
+    assert m["source"] == "hoi4d-semseg" and m["label_names"] == []
+    assert m["part_names"] == [f"semantic_{k:02d}" for k in range(49)]
+    for stem, (pcd, labels) in semantic.items():
+        for i in range(len(pcd)):
+            rec = video_by_id(ds, f"{stem}_{i:05d}")
+            assert rec.split == ("train" if stem == "train1" else "test") and rec.label == -1
+            np.testing.assert_array_equal(np.stack(frames_of(rec)), pcd[i])
+            np.testing.assert_array_equal(np.stack([rec.frame_values("part", t) for t in range(30)]), labels[i])
+    clips = ClipDataset(tmp_path / "out", split="test", frames=24, num_points=48)
+    assert len(clips) == 2 * 7
+    for i in (0, 13):
+        clip = clips.get_clip(i)
+        assert clip.part.shape == (24, 48)
+        np.testing.assert_array_equal(clip.part, semantic_of(clip.points))
+
+
+def test_hoi4d_non_integral_semantic_label_names_the_dataset(tmp_path):
+    pcd, center = hoi4d_sequences(np.random.default_rng(7), 1)
+    semantic = semantic_of(pcd).astype(np.float64)
+    semantic[0, 2, 9] = 3.25
+    write_h5(tmp_path / "test1_right.h5", pcd=pcd, center=center, semantic=semantic)
+    with pytest.raises(SourceFormatError, match=r"test1_right\.h5: dataset 'semantic', sequence 0: non-integral "
+                                                r"label 3\.25 at \(2, 9\)"):
+        hoi4d.convert(tmp_path, tmp_path / "out", progress=False)
+
+
+def test_hoi4d_release_must_be_one_and_known(tmp_path):
+    rng = np.random.default_rng(8)
+    pcd, center = hoi4d_sequences(rng, 1)
+    write_h5(tmp_path / "test_wolabel.h5", pcd=pcd, center=center)
+    with pytest.raises(ValueError, match="cannot tell the release .only unlabelled"):
+        hoi4d.convert(tmp_path, tmp_path / "out", progress=False)
+    hoi4d.convert(tmp_path, tmp_path / "out", progress=False, release="semantic")
+    m = Dataset4D.open(tmp_path / "out").manifest
+    assert m["source"] == "hoi4d-semseg" and m["splits"] == ["test_wolabel"] and len(m["part_names"]) == 49
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    write_h5(tmp_path / "a" / "train1.h5", pcd=pcd, center=center, label=np.zeros((1, 5), np.int64))
+    write_h5(tmp_path / "b" / "train1.h5", pcd=pcd, center=center, semantic=np.zeros((1, 5, 16), np.int64))
+    with pytest.raises(ValueError, match="cannot tell the release .mixed"):
+        hoi4d.convert(tmp_path, tmp_path / "out2", progress=False)
+    with pytest.raises(ValueError, match=r"release='action', but the files are \['action', 'semantic'\]"):
+        hoi4d.convert(tmp_path, tmp_path / "out3", progress=False, release="action")
 
 
 def test_hoi4d_missing_dataset_and_truncation_name_the_file(tmp_path):
     path = tmp_path / "train2.h5"
-    with h5py.File(path, "w") as f:
-        f["pcd"] = np.zeros((1, 2, 4, 3), np.float32)
-        f["label"] = np.zeros((1, 2), np.int64)
+    write_h5(path, pcd=np.zeros((1, 2, 4, 3), np.float32), label=np.zeros((1, 2), np.int64))
     with pytest.raises(SourceFormatError, match=r"train2\.h5: missing datasets \['center'\]"):
         hoi4d.open_file(path)
-    good = tmp_path / "test3.h5"
-    write_hoi4d(good, np.zeros((4, 8, 64, 3), np.float32), np.zeros((4, 8, 3), np.float32),
-                np.zeros((4, 8), np.int64))
+    write_h5(path, pcd=np.zeros((1, 2, 4, 3), np.float32), center=np.zeros((1, 2, 3), np.float32))
+    with pytest.raises(SourceFormatError, match=r"train2\.h5: missing datasets \['label \(action segmentation\) or "
+                                                r"semantic"):
+        hoi4d.open_file(path)
+    write_h5(path, pcd=np.zeros((1, 2, 4, 3), np.float32), center=np.zeros((1, 2, 3), np.float32),
+             semantic=np.zeros((1, 2, 5), np.int64))
+    with pytest.raises(SourceFormatError, match=r"semantic shape \(1, 2, 5\) != pcd's \[N, T, P\] = \(1, 2, 4\)"):
+        hoi4d.open_file(path)
+    good = tmp_path / "truncated" / "test3.h5"
+    good.parent.mkdir()
+    write_h5(good, pcd=np.zeros((4, 8, 64, 3), np.float32), center=np.zeros((4, 8, 3), np.float32),
+             label=np.zeros((4, 8), np.int64))
     good.write_bytes(good.read_bytes()[:1000])
     with pytest.raises(SourceFormatError, match=r"test3\.h5"):
         hoi4d.convert(good.parent, tmp_path / "out2", progress=False)
