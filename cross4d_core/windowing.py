@@ -24,7 +24,8 @@ class Frame:
 
     Attributes:
         stamp: time of the cloud in seconds (header stamp).
-        points: ``[n, 3]`` float32 points in metres, in the cloud's frame ``frame_id``.
+        points: ``[n, 3]`` points in metres, in the cloud's frame ``frame_id``: float32, or float64
+            for clouds with FLOAT64 coordinates (see :func:`cross4d_core.msgconv.pointcloud2_to_xyz`).
         frame_id: coordinate frame of ``points``.
         image: optional ``[H, W, 3]`` uint8 RGB image paired with the cloud.
         camera: optional :class:`PinholeCamera` of ``image``.

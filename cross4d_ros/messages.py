@@ -57,8 +57,9 @@ def float32_array(values) -> pyarray.array:
 
 def make_pointcloud2(header: Header, points: np.ndarray, rgb: np.ndarray | None = None,
                      embedding: np.ndarray | None = None) -> PointCloud2:
-    """An unorganized little-endian PointCloud2 with FLOAT32 ``x, y, z`` (metres), optional
-    packed ``rgb`` (``[N, 3]`` uint8) and optional ``embedding`` (``[N, D]``, FLOAT32 count=D).
+    """An unorganized little-endian PointCloud2 with FLOAT32 ``x, y, z`` (metres; FLOAT64 when
+    ``points`` is float64), optional packed ``rgb`` (``[N, 3]`` uint8) and optional
+    ``embedding`` (``[N, D]``, FLOAT32 count=D).
 
     ``is_dense`` is True when every coordinate is finite.
     """

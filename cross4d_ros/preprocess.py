@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 @dataclass(frozen=True)
 class FramePreprocessor:
@@ -32,9 +34,16 @@ class FramePreprocessor:
     def __call__(self, points: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Returns ``(model_points [N, 3] float32, index [N] int64 into points)`` or raises ValueError
         when no point survives. More than N points: a random subset (seeded, kept in input
-        order); fewer: all points, then repeated cyclically (repeat-pad)."""
-        rotation, translation = self.transform[:3, :3], self.transform[:3, 3]
-        moved = points @ rotation.T.astype(np.float32) + translation.astype(np.float32)
+        order); fewer: all points, then repeated cyclically (repeat-pad).
+
+        ``points`` is ``[n, 3]`` float32 or float64 (:func:`~cross4d_core.msgconv.pointcloud2_to_xyz`
+        keeps FLOAT64 clouds in float64): the transform and the crop run in the input's
+        precision and only the model points are cast to float32, so a cloud in UTM-scale
+        coordinates that ``transform`` brings into a local frame keeps its millimetres.
+        """
+        dtype = np.float64 if points.dtype == np.float64 else np.float32
+        rotation, translation = self.transform[:3, :3].astype(dtype), self.transform[:3, 3].astype(dtype)
+        moved = points @ rotation.T + translation
         keep = np.isfinite(moved).all(axis=1)
         dist = np.linalg.norm(moved, axis=1)
         keep &= dist >= self.range_min
@@ -51,7 +60,10 @@ class FramePreprocessor:
             kept = np.sort(rng.choice(kept, self.num_points, replace=False))
         elif kept.size < self.num_points:
             kept = np.resize(kept, self.num_points)
-        return np.ascontiguousarray(moved[kept], dtype=np.float32), kept.astype(np.int64)
+        picked = moved[kept]
+        if dtype is np.float64 and np.abs(picked).max() > _FLOAT32_MAX:
+            raise ValueError(f"transformed points exceed the float32 range (max |v| = {np.abs(picked).max():.4g} m)")
+        return np.ascontiguousarray(picked, dtype=np.float32), kept.astype(np.int64)
 
 
 def stamp_seed(stamp: float) -> int:

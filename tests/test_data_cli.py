@@ -74,3 +74,32 @@ def test_convert_dispatches_to_reader_and_reports_bad_arguments(tmp_path, capsys
         main(["data", "convert", "--format", "ntu60", "--src", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="unknown synthetic option 'colour'"):
         main(["data", "convert", "--format", "synthetic", "--out", str(tmp_path / "x"), "--set", "colour=1"])
+
+
+def test_convert_passes_reader_options_hoi4d_semseg_and_dt4d(tmp_path, capsys):
+    import struct
+
+    import h5py
+
+    src = tmp_path / "semseg"
+    src.mkdir()
+    pcd = np.random.default_rng(0).normal(size=(1, 4, 8, 3)).astype(np.float32)
+    with h5py.File(src / "test1_right.h5", "w") as f:
+        f["pcd"], f["center"], f["semantic"] = pcd, pcd.mean(axis=2), np.full((1, 4, 8), 7, np.int64)
+    assert main(["data", "convert", "--format", "hoi4d", "--src", str(src), "--out", str(tmp_path / "h"), "--quiet",
+                 "--set", "subtract_center=true"]) == 0
+    assert _last_json(capsys.readouterr().out)["written"] == 1
+    v = Dataset4D.open(tmp_path / "h").video(0)
+    np.testing.assert_array_equal(v.frame_values("part", 3), np.full(8, 7))
+    np.testing.assert_allclose(v.frame(0), pcd[0, 0] - pcd[0, 0].mean(axis=0), atol=1e-6)
+
+    anime = tmp_path / "dt4d" / "bear3EP_Walk.anime"  # the flat layout
+    anime.parent.mkdir()
+    v0 = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], "<f4")
+    anime.write_bytes(struct.pack("<3i", 2, 3, 1) + v0.tobytes() + np.array([0, 1, 2], "<i4").tobytes()
+                      + np.zeros((1, 3, 3), "<f4").tobytes())
+    assert main(["data", "convert", "--format", "dt4d", "--src", str(anime.parent), "--out", str(tmp_path / "d"),
+                 "--quiet", "--set", "label_by=identity", "--set", "num_points=16"]) == 0
+    ds = Dataset4D.open(tmp_path / "d")
+    assert ds.label_names == ["bear3EP"] and ds.video(0).id == "bear3EP_Walk"
+    assert ds.manifest["counts"]["points"] == 32

@@ -57,14 +57,19 @@ def reference_decode(msg):
     return points
 
 
-def reference_xyz(msg, remove_nans):
+def reference_xyz(msg, remove_nans, dtype=np.float32):
     rows = []
     for point in reference_decode(msg):
-        xyz = [np.float32(point[axis][0]) for axis in "xyz"]
+        xyz = [dtype(point[axis][0]) for axis in "xyz"]
         if remove_nans and not all(math.isfinite(v) for v in xyz):
             continue
         rows.append(xyz)
-    return np.array(rows, dtype=np.float32).reshape(-1, 3)
+    return np.array(rows, dtype=dtype).reshape(-1, 3)
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+#: PointField datatypes whose every value float32 holds exactly.
+EXACT_IN_FLOAT32 = {INT8, UINT8, INT16, UINT16, FLOAT32}
 
 
 SIZE = {1: 1, 2: 1, 3: 2, 4: 2, 5: 4, 6: 4, 7: 4, 8: 8}
@@ -120,11 +125,16 @@ def test_structured_matches_reference_decoder(msg):
 @given(random_clouds(), st.booleans())
 def test_xyz_matches_reference_decoder(msg, remove_nans):
     before = bytes(msg.data)
+    exact = all(f.datatype in EXACT_IN_FLOAT32 for f in msg.fields if f.name in ("x", "y", "z"))
+    overflow = [v for point in reference_decode(msg) for v in (point[a][0] for a in "xyz")
+                if math.isfinite(v) and abs(v) > FLOAT32_MAX]
+    if overflow:  # only FLOAT64 fields can hold such values: a rejection, not a dropped Inf
+        with pytest.raises(MessageFormatError, match=r"PointCloud2\.fields\['[xyz]'\]: finite value .* overflows float32"):
+            pointcloud2_to_xyz(msg, remove_nans=remove_nans)
+        return
     xyz = pointcloud2_to_xyz(msg, remove_nans=remove_nans)
-    assert xyz.dtype == np.float32
-    with np.errstate(over="ignore"):
-        expected = reference_xyz(msg, remove_nans)
-    np.testing.assert_array_equal(xyz, expected)
+    assert xyz.dtype == (np.float32 if exact else np.float64)
+    np.testing.assert_array_equal(xyz, reference_xyz(msg, remove_nans, np.float32 if exact else np.float64))
     if remove_nans:
         assert np.isfinite(xyz).all()
     assert bytes(msg.data) == before  # never mutates the message (big-endian included)
@@ -147,6 +157,41 @@ def test_known_organized_cloud_with_padding_and_mixed_types():
     organized = pointcloud2_to_structured(msg, organized=True)
     np.testing.assert_array_equal(organized["intensity"][1, 0], [3.0, 4.0])
     np.testing.assert_array_equal(pointcloud2_field(msg, "intensity")[:, 1], [7.0, 2.0, 4.0, 6.0])
+
+
+UTM_POINTS = np.array([[512345.1234, 5412345.6789, 412.0005], [512346.0001, 5412344.9999, 411.9991],
+                       [499999.9995, 5400000.0005, -0.0005]])
+
+
+def float64_cloud(points: np.ndarray):
+    """An unorganized little-endian cloud with FLOAT64 x, y, z and a FLOAT32 intensity (struct-packed)."""
+    data = b"".join(struct.pack("<dddf4x", *p, 1.0) for p in points)
+    return cloud([("x", 0, FLOAT64, 1), ("y", 8, FLOAT64, 1), ("z", 16, FLOAT64, 1), ("intensity", 24, FLOAT32, 1)],
+                 len(points), 32, data)
+
+
+def test_float64_utm_coordinates_keep_their_millimetres():
+    xyz = pointcloud2_to_xyz(float64_cloud(UTM_POINTS))
+    assert xyz.dtype == np.float64
+    np.testing.assert_array_equal(xyz, UTM_POINTS)
+    # what a float32 cast would have done: y = 5412345.6789 -> 5412345.5 (0.18 m off)
+    assert abs(float(np.float32(UTM_POINTS[0, 1])) - UTM_POINTS[0, 1]) > 0.1
+
+
+def test_finite_float64_beyond_float32_is_rejected_naming_the_field():
+    points = UTM_POINTS.copy()
+    points[2, 1] = 1e39
+    with pytest.raises(MessageFormatError, match=r"PointCloud2\.fields\['y'\]: finite value 1e\+39 at point 2 "
+                                                 r"overflows float32"):
+        pointcloud2_to_xyz(float64_cloud(points))
+    points[2, 1] = math.inf  # a real Inf is a dropped point, as ever
+    np.testing.assert_array_equal(pointcloud2_to_xyz(float64_cloud(points)), UTM_POINTS[:2])
+
+
+def test_float64_points_encode_as_float64_fields():
+    fields, point_step, data = xyz_to_pointcloud2_fields(UTM_POINTS)
+    assert [(f.name, f.offset, f.datatype) for f in fields] == [("x", 0, FLOAT64), ("y", 8, FLOAT64), ("z", 16, FLOAT64)]
+    assert point_step == 24 and data == UTM_POINTS.astype("<f8").tobytes()
 
 
 def test_structured_view_is_zero_copy_and_read_only():

@@ -75,6 +75,7 @@ def test_msr_convert_labels_splits_units_and_resume(tmp_path):
     ds = Dataset4D.open(out)
     assert ds.manifest["units"] == "m" and ds.manifest["normalisation"]["scale_to_m"] == 1e-3
     assert len(ds.label_names) == 20 and ds.label_names[0] == "high arm wave"
+    assert ds.label_names[19] == "pick up & throw"
     expect = {"a01_s01_e02_sdepth": (0, "train", 1), "a02_s05_e02_sdepth": (1, "train", 5),
               "a20_s06_e02_sdepth": (19, "test", 6), "a07_s10_e02_sdepth": (6, "test", 10)}
     for vid, (label, split, subject) in expect.items():
@@ -153,6 +154,7 @@ def test_msr_truncated_bin_names_the_file(tmp_path, cut):
 # --- NTU-RGB+D 60 --------------------------------------------------------------------------
 
 XSUB_TRAIN = {1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38}
+NTU_W, NTU_H, NTU_FOCAL = 512, 424, 280
 
 
 @given(performer=st.integers(1, 40), camera=st.integers(1, 3), action=st.integers(1, 60))
@@ -164,10 +166,37 @@ def test_ntu_protocol_splits(performer, camera, action):
     assert ntu60.split_of(ids, "xview") == ("test" if camera == 1 else "train")
 
 
-def write_ntu_video(folder, depth: np.ndarray, first_index: int) -> None:
+def ntu_reference_points(depth_mm: np.ndarray) -> np.ndarray:
+    """The public back-projection (f = 280, centre (W/2, H/2) = (256, 212)) of one 512x424
+    depth map in millimetres, in metres, pixels row-major (numpy, as the public script)."""
+    xx, yy = np.meshgrid(np.arange(NTU_W), np.arange(NTU_H))
+    valid = depth_mm > 0
+    z = depth_mm[valid].astype(np.float64) / 1000.0
+    return np.stack([(xx[valid] - NTU_W / 2) / NTU_FOCAL * z, (yy[valid] - NTU_H / 2) / NTU_FOCAL * z, z], axis=-1)
+
+
+def write_ntu_video(folder, depth: np.ndarray, numbers) -> None:
+    """16-bit masked depth PNGs ``MDepth-%08d.png`` (millimetres), one per frame number."""
     folder.mkdir(parents=True)
-    for t, frame in enumerate(depth):
-        assert cv2.imwrite(str(folder / f"MDepth-{first_index + t:08d}.png"), frame.astype(np.uint16))
+    for number, frame in zip(numbers, depth):
+        assert cv2.imwrite(str(folder / f"MDepth-{number:08d}.png"), frame.astype(np.uint16))
+
+
+def ntu_depth(rng, frames: int) -> np.ndarray:
+    depth = np.zeros((frames, NTU_H, NTU_W), dtype=np.uint16)
+    depth[:, 200:206, 250:260] = sparse_depth(rng, (frames, 6, 10), fill=0.5)
+    depth[:, 0, 0] = 3000  # a corner pixel: far from the principal point
+    depth[:, 423, 511] = 4500
+    return depth
+
+
+def test_ntu_official_class_names():
+    ds_names = ntu60.ACTION_NAMES
+    assert len(ds_names) == 60 and len(set(ds_names)) == 60
+    assert ds_names[0] == "drink water" and ds_names[59] == "walking apart from each other"
+    assert ds_names[24] == "put something inside pocket / take out something from pocket"
+    assert ds_names[48] == "use a fan (with hand or paper)/feeling warm"
+    assert ds_names[49] == "punching/slapping other person"
 
 
 def test_ntu_masked_depth_pngs(tmp_path):
@@ -175,41 +204,102 @@ def test_ntu_masked_depth_pngs(tmp_path):
     root = tmp_path / "nturgb+d_depth_masked"
     depths = {}
     for name in ("S001C001P001R001A010", "S002C002P003R002A060"):
-        depth = np.zeros((3, 424, 512), dtype=np.uint16)
-        depth[:, 200:206, 250:260] = sparse_depth(rng, (3, 6, 10), fill=0.5)
-        depth[2, 0, 0] = 3000  # a corner pixel: far from the principal point
-        depths[name] = depth
-        write_ntu_video(root / name, depth, first_index=17)  # no assumed start index
+        depths[name] = ntu_depth(rng, 3)
+        write_ntu_video(root / name, depths[name], numbers=[17, 18, 19])  # no assumed start index
     for protocol, splits in (("xsub", ("train", "test")), ("xview", ("test", "train"))):
         out = tmp_path / protocol
-        assert ntu60.convert(tmp_path, out, progress=False, protocol=protocol)["written"] == 2
+        summary = ntu60.convert(tmp_path, out, progress=False, protocol=protocol)
+        assert summary["written"] == 2 and summary["reported"]["missing_frames"] == {}
         ds = Dataset4D.open(out)
         assert ds.manifest["normalisation"]["protocol"] == protocol
+        assert ds.label_names[9] == "clapping" and ds.label_names[59] == "walking apart from each other"
         for name, split in zip(depths, splits):
             rec = video_by_id(ds, name)
             assert rec.split == split and rec.label == int(name[-3:]) - 1
+            np.testing.assert_allclose(rec.stamps, [0, 1 / 30, 2 / 30])
             for t, frame in enumerate(frames_of(rec)):
-                np.testing.assert_allclose(frame, expected_points(depths[name][t], 256, 212), rtol=1e-6, atol=1e-7)
+                np.testing.assert_allclose(frame, ntu_reference_points(depths[name][t]), rtol=1e-6, atol=1e-7)
+            assert frames_of(rec)[0][-1, 2] == pytest.approx(4.5)  # 4500 mm -> 4.5 m
 
 
-def test_ntu_legacy_npz_unit_is_recorded_and_converted(tmp_path):
-    legacy = [np.array([[0.1, -0.2, 1.0]]), np.array([[0.0, 0.0, 2.0], [1.0, 1.0, 3.0]])]
-    obj = np.empty(2, dtype=object)
-    obj[:] = legacy
-    np.savez(tmp_path / "S003C003P007R001A042.npz", data=obj)
-    ntu60.convert(tmp_path, tmp_path / "out", progress=False)
+def test_ntu_missing_frame_number_keeps_its_time_gap_and_is_reported(tmp_path):
+    depth = ntu_depth(np.random.default_rng(5), 3)
+    write_ntu_video(tmp_path / "S001C001P002R001A005", depth, numbers=[1, 2, 4])
+    summary = ntu60.convert(tmp_path, tmp_path / "out", progress=False)
+    assert summary["reported"]["missing_frames"] == {"S001C001P002R001A005": [3]}
+    rec = Dataset4D.open(tmp_path / "out").video(0)
+    np.testing.assert_allclose(rec.stamps, [0, 1 / 30, 3 / 30])  # not 3 evenly spaced frames
+    assert rec.meta["meta"]["missing_frames"] == [3] and rec.meta["meta"]["frame_numbers"] == [1, 4]
+    np.testing.assert_allclose(frames_of(rec)[2], ntu_reference_points(depth[2]), rtol=1e-6, atol=1e-7)
+
+
+@given(numbers=st.sets(st.integers(0, 400), min_size=1, max_size=30))
+def test_ntu_frames_follow_their_numbers(numbers):
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in numbers:  # frame_files reads names only
+            (Path(tmp) / f"MDepth-{n:08d}.png").touch()
+        files, got = ntu60.frame_files(Path(tmp))
+    expected = sorted(numbers)
+    assert got.tolist() == expected and [int(f.stem[7:]) for f in files] == expected
+    assert ntu60.missing_numbers(got) == sorted(set(range(expected[0], expected[-1] + 1)) - numbers)
+
+
+def test_ntu_frame_names_are_checked(tmp_path):
+    folder = tmp_path / "S001C001P001R001A001"
+    folder.mkdir()
+    (folder / "MDepth-00000001.png").touch()
+    (folder / "MDepth-1.png").touch()
+    with pytest.raises(SourceFormatError, match=r"A001: frame number 1 appears in two file names"):
+        ntu60.frame_files(folder)
+    (folder / "MDepth-1.png").unlink()
+    (folder / "MDepth-final.png").touch()
+    with pytest.raises(SourceFormatError, match=r"MDepth-final\.png: name does not match"):
+        ntu60.frame_files(folder)
+
+
+def write_pstnet_legacy_npz(video_folder, out_dir) -> None:
+    """What PSTNet's scripts/depth2point4ntu.py does to one video folder: matplotlib reads the
+    16-bit PNG as uint16 / 65535, back-projects it with f = 280 and centre (W/2, H/2), and
+    saves the per-frame arrays under ``data`` with no further scaling."""
+    import os
+
+    from matplotlib.image import imread
+
+    xx, yy = np.meshgrid(np.arange(NTU_W), np.arange(NTU_H))
+    point_clouds = []
+    for img_name in sorted(os.listdir(video_folder)):
+        depth_map = imread(os.path.join(video_folder, img_name))
+        x, y, z = xx[depth_map > 0], yy[depth_map > 0], depth_map[depth_map > 0]
+        x = (x - NTU_W / 2) / NTU_FOCAL * z
+        y = (y - NTU_H / 2) / NTU_FOCAL * z
+        point_clouds.append(np.stack([x, y, z], axis=-1))
+    data = np.empty(len(point_clouds), dtype=object)
+    data[:] = point_clouds
+    np.savez_compressed(os.path.join(out_dir, video_folder.name + ".npz"), data=data)
+
+
+def test_ntu_legacy_npz_of_the_public_script_is_metres(tmp_path):
+    depth = ntu_depth(np.random.default_rng(6), 2)
+    write_ntu_video(tmp_path / "png" / "S003C003P007R001A042", depth, numbers=[1, 2])
+    (tmp_path / "npz").mkdir()
+    write_pstnet_legacy_npz(tmp_path / "png" / "S003C003P007R001A042", tmp_path / "npz")
+    ntu60.convert(tmp_path / "npz", tmp_path / "out", progress=False)
     ds = Dataset4D.open(tmp_path / "out")
-    assert "65535" in ds.manifest["normalisation"]["source_units"]
+    assert ds.manifest["normalisation"]["scale_to_m"] == pytest.approx(65.535)
     rec = ds.video(0)
     assert (rec.label, rec.split, rec.subject) == (41, "test", 7)
-    for got, raw in zip(frames_of(rec), legacy):
-        # z = depth_mm / 65535 * 100  ->  1 legacy unit = 655.35 mm
-        np.testing.assert_allclose(got, raw * 655.35 / 1000.0, rtol=1e-6)
+    assert ds.label_names[41] == "staggering"
+    for got, mm in zip(frames_of(rec), depth):
+        np.testing.assert_allclose(got, ntu_reference_points(mm), rtol=2e-6, atol=1e-6)
+    assert frames_of(rec)[1][0, 2] == pytest.approx(3.0, rel=1e-6)  # a 3000 mm pixel is 3 m, not 0.03 m
 
 
 def test_ntu_corrupt_png_names_the_file(tmp_path):
     folder = tmp_path / "S001C001P001R001A001"
-    write_ntu_video(folder, np.full((2, 424, 512), 1000, dtype=np.uint16), first_index=1)
+    write_ntu_video(folder, np.full((2, 424, 512), 1000, dtype=np.uint16), numbers=[1, 2])
     bad = folder / "MDepth-00000002.png"
     bad.write_bytes(bad.read_bytes()[:60])
     with pytest.raises(SourceFormatError, match="MDepth-00000002.png"):
@@ -221,49 +311,162 @@ def test_ntu_8bit_png_is_refused(tmp_path):
     folder.mkdir()
     cv2.imwrite(str(folder / "MDepth-00000001.png"), np.full((424, 512), 7, np.uint8))
     with pytest.raises(SourceFormatError, match="16-bit"):
-        ntu60.read_depth_pngs(folder)
+        ntu60.pngs_to_frames(folder)
 
 
 # --- HOI4D ---------------------------------------------------------------------------------
 
 
-def write_hoi4d(path, pcd, center, label):
+def write_h5(path, **datasets) -> None:
+    """An HDF5 file with the given datasets (the benchmark files' layout)."""
     with h5py.File(path, "w") as f:
-        f["pcd"], f["center"], f["label"] = pcd, center, label
+        for key, value in datasets.items():
+            f[key] = value
 
 
-def test_hoi4d_h5_per_frame_labels_and_centre(tmp_path):
+def hoi4d_sequences(rng, n: int, frames: int = 5, points: int = 16):
+    """``pcd [n, T, P, 3]`` (metres, away from the origin) and its per-frame centroids."""
+    pcd = (rng.normal(size=(n, frames, points, 3)) * 0.2 + [0.1, -0.3, 0.8]).astype(np.float32)
+    return pcd, pcd.mean(axis=2)
+
+
+def test_hoi4d_action_segmentation_points_as_stored(tmp_path):
     rng = np.random.default_rng(3)
     data = {}
     for name, n in (("train1.h5", 2), ("test1.h5", 1)):
-        pcd = rng.normal(size=(n, 5, 16, 3)).astype(np.float32)
-        center = rng.normal(size=(n, 5, 3)).astype(np.float32)
+        pcd, center = hoi4d_sequences(rng, n)
         label = rng.integers(0, 19, size=(n, 5)).astype(np.int64)
-        write_hoi4d(tmp_path / name, pcd, center, label)
+        write_h5(tmp_path / name, pcd=pcd, center=center, label=label)
         data[name.removesuffix(".h5")] = (pcd, center, label)
+    pcd_wolabel, center_wolabel = hoi4d_sequences(rng, 2)
+    write_h5(tmp_path / "test_wolabel.h5", pcd=pcd_wolabel, center=center_wolabel)
     summary = hoi4d.convert(tmp_path, tmp_path / "out", progress=False)
-    assert summary["written"] == 3 and summary["frames"] == 15
+    assert summary["written"] == 5 and summary["frames"] == 25 and "skipped_files" not in summary["reported"]
     ds = Dataset4D.open(tmp_path / "out")
-    assert ds.manifest["normalisation"]["subtract_center"]
+    assert ds.manifest["source"] == "hoi4d" and ds.manifest["normalisation"]["subtract_center"] is None
+    assert len(ds.label_names) == 19 and ds.manifest["splits"] == ["test", "test_wolabel", "train"]
     for stem, (pcd, center, label) in data.items():
         for i in range(len(pcd)):
             rec = video_by_id(ds, f"{stem}_{i:05d}")
             assert rec.split == ("train" if stem.startswith("train") else "test") and rec.label == -1
             assert rec.meta["meta"]["frame_labels"] == label[i].tolist()
-            got = np.stack(frames_of(rec))
-            np.testing.assert_allclose(got, pcd[i] - center[i, 0], rtol=1e-6, atol=1e-6)
+            np.testing.assert_array_equal(np.stack(frames_of(rec)), pcd[i])  # as the public loader returns it
+            np.testing.assert_allclose(rec.stamps, np.arange(5) / 15)
+    for i in range(2):
+        rec = video_by_id(ds, f"test_wolabel_{i:05d}")
+        assert rec.split == "test_wolabel" and rec.label == -1 and "frame_labels" not in rec.meta["meta"]
+        np.testing.assert_array_equal(np.stack(frames_of(rec)), pcd_wolabel[i])
+
+    hoi4d.convert(tmp_path, tmp_path / "centred", progress=False, subtract_center=True)
+    rec = video_by_id(Dataset4D.open(tmp_path / "centred"), "train1_00001")
+    pcd, center, _ = data["train1"]
+    np.testing.assert_allclose(np.stack(frames_of(rec)), pcd[1] - center[1, 0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("value, dtype, match", [
+    (1.5, np.float64, r"train2\.h5: dataset 'label', sequence 1: non-integral label 1\.5 at \(3,\)"),
+    (np.nan, np.float32, r"train2\.h5: dataset 'label', sequence 1: non-integral label nan"),
+    (19, np.int64, r"train2\.h5: dataset 'label', sequence 1: labels outside 0\.\.18: \[0, 19\]"),
+    (-1, np.int16, r"labels outside 0\.\.18: \[-1, 0\]"),
+])
+def test_hoi4d_bad_labels_name_file_and_dataset(tmp_path, value, dtype, match):
+    pcd, center = hoi4d_sequences(np.random.default_rng(4), 2)
+    label = np.zeros((2, 5), dtype)
+    label[1, 3] = value
+    write_h5(tmp_path / "train2.h5", pcd=pcd, center=center, label=label)
+    with pytest.raises(SourceFormatError, match=match):
+        hoi4d.convert(tmp_path, tmp_path / "out", progress=False)
+
+
+def test_hoi4d_integral_float_labels_are_accepted(tmp_path):
+    pcd, center = hoi4d_sequences(np.random.default_rng(5), 1)
+    write_h5(tmp_path / "test2.h5", pcd=pcd, center=center, label=np.array([[0.0, 18.0, 2.0, 2.0, 7.0]]))
+    hoi4d.convert(tmp_path, tmp_path / "out", progress=False)
+    assert Dataset4D.open(tmp_path / "out").video(0).meta["meta"]["frame_labels"] == [0, 18, 2, 2, 7]
+
+
+def semantic_of(points: np.ndarray) -> np.ndarray:
+    """Per-point labels that are a function of the point (so a sampled clip can be checked)."""
+    return (np.floor((points[..., 0] + 2.0) * 7.0).astype(np.int64) % 49)
+
+
+def test_hoi4d_semantic_segmentation_per_point_labels(tmp_path):
+    from cross4d_core.data.clips import ClipDataset
+
+    rng = np.random.default_rng(6)
+    semantic = {}
+    for name, n, dtype in (("train1.h5", 2, np.int32), ("test1_right.h5", 1, np.float64), ("test2_right.h5", 1,
+                                                                                            np.uint8)):
+        pcd, center = hoi4d_sequences(rng, n, frames=30, points=64)
+        semantic[name.removesuffix(".h5")] = (pcd, semantic_of(pcd))
+        write_h5(tmp_path / name, pcd=pcd, center=center, semantic=semantic_of(pcd).astype(dtype))
+    (tmp_path / "notes.h5").write_bytes(b"")
+    summary = hoi4d.convert(tmp_path, tmp_path / "out", progress=False)
+    assert summary["written"] == 4 and summary["reported"]["skipped_files"] == [str(tmp_path / "notes.h5")]
+    ds = Dataset4D.open(tmp_path / "out")
+    m = ds.manifest
+    assert m["source"] == "hoi4d-semseg" and m["label_names"] == []
+    assert m["part_names"] == [f"semantic_{k:02d}" for k in range(49)]
+    for stem, (pcd, labels) in semantic.items():
+        for i in range(len(pcd)):
+            rec = video_by_id(ds, f"{stem}_{i:05d}")
+            assert rec.split == ("train" if stem == "train1" else "test") and rec.label == -1
+            np.testing.assert_array_equal(np.stack(frames_of(rec)), pcd[i])
+            np.testing.assert_array_equal(np.stack([rec.frame_values("part", t) for t in range(30)]), labels[i])
+    clips = ClipDataset(tmp_path / "out", split="test", frames=24, num_points=48)
+    assert len(clips) == 2 * 7
+    for i in (0, 13):
+        clip = clips.get_clip(i)
+        assert clip.part.shape == (24, 48)
+        np.testing.assert_array_equal(clip.part, semantic_of(clip.points))
+
+
+def test_hoi4d_non_integral_semantic_label_names_the_dataset(tmp_path):
+    pcd, center = hoi4d_sequences(np.random.default_rng(7), 1)
+    semantic = semantic_of(pcd).astype(np.float64)
+    semantic[0, 2, 9] = 3.25
+    write_h5(tmp_path / "test1_right.h5", pcd=pcd, center=center, semantic=semantic)
+    with pytest.raises(SourceFormatError, match=r"test1_right\.h5: dataset 'semantic', sequence 0: non-integral "
+                                                r"label 3\.25 at \(2, 9\)"):
+        hoi4d.convert(tmp_path, tmp_path / "out", progress=False)
+
+
+def test_hoi4d_release_must_be_one_and_known(tmp_path):
+    rng = np.random.default_rng(8)
+    pcd, center = hoi4d_sequences(rng, 1)
+    write_h5(tmp_path / "test_wolabel.h5", pcd=pcd, center=center)
+    with pytest.raises(ValueError, match="cannot tell the release .only unlabelled"):
+        hoi4d.convert(tmp_path, tmp_path / "out", progress=False)
+    hoi4d.convert(tmp_path, tmp_path / "out", progress=False, release="semantic")
+    m = Dataset4D.open(tmp_path / "out").manifest
+    assert m["source"] == "hoi4d-semseg" and m["splits"] == ["test_wolabel"] and len(m["part_names"]) == 49
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    write_h5(tmp_path / "a" / "train1.h5", pcd=pcd, center=center, label=np.zeros((1, 5), np.int64))
+    write_h5(tmp_path / "b" / "train1.h5", pcd=pcd, center=center, semantic=np.zeros((1, 5, 16), np.int64))
+    with pytest.raises(ValueError, match="cannot tell the release .mixed"):
+        hoi4d.convert(tmp_path, tmp_path / "out2", progress=False)
+    with pytest.raises(ValueError, match=r"release='action', but the files are \['action', 'semantic'\]"):
+        hoi4d.convert(tmp_path, tmp_path / "out3", progress=False, release="action")
 
 
 def test_hoi4d_missing_dataset_and_truncation_name_the_file(tmp_path):
     path = tmp_path / "train2.h5"
-    with h5py.File(path, "w") as f:
-        f["pcd"] = np.zeros((1, 2, 4, 3), np.float32)
-        f["label"] = np.zeros((1, 2), np.int64)
+    write_h5(path, pcd=np.zeros((1, 2, 4, 3), np.float32), label=np.zeros((1, 2), np.int64))
     with pytest.raises(SourceFormatError, match=r"train2\.h5: missing datasets \['center'\]"):
         hoi4d.open_file(path)
-    good = tmp_path / "test3.h5"
-    write_hoi4d(good, np.zeros((4, 8, 64, 3), np.float32), np.zeros((4, 8, 3), np.float32),
-                np.zeros((4, 8), np.int64))
+    write_h5(path, pcd=np.zeros((1, 2, 4, 3), np.float32), center=np.zeros((1, 2, 3), np.float32))
+    with pytest.raises(SourceFormatError, match=r"train2\.h5: missing datasets \['label \(action segmentation\) or "
+                                                r"semantic"):
+        hoi4d.open_file(path)
+    write_h5(path, pcd=np.zeros((1, 2, 4, 3), np.float32), center=np.zeros((1, 2, 3), np.float32),
+             semantic=np.zeros((1, 2, 5), np.int64))
+    with pytest.raises(SourceFormatError, match=r"semantic shape \(1, 2, 5\) != pcd's \[N, T, P\] = \(1, 2, 4\)"):
+        hoi4d.open_file(path)
+    good = tmp_path / "truncated" / "test3.h5"
+    good.parent.mkdir()
+    write_h5(good, pcd=np.zeros((4, 8, 64, 3), np.float32), center=np.zeros((4, 8, 3), np.float32),
+             label=np.zeros((4, 8), np.int64))
     good.write_bytes(good.read_bytes()[:1000])
     with pytest.raises(SourceFormatError, match=r"test3\.h5"):
         hoi4d.convert(good.parent, tmp_path / "out2", progress=False)
@@ -273,6 +476,7 @@ def test_hoi4d_missing_dataset_and_truncation_name_the_file(tmp_path):
 
 
 def write_anime(path, v0: np.ndarray, faces: np.ndarray, offsets: np.ndarray) -> None:
+    """An ``.anime`` file as the DT4D README lays it out (little-endian)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     nf, nv, nt = len(offsets) + 1, len(v0), len(faces)
     path.write_bytes(struct.pack("<3i", nf, nv, nt) + v0.astype("<f4").tobytes() + faces.astype("<i4").tobytes()
@@ -282,6 +486,81 @@ def write_anime(path, v0: np.ndarray, faces: np.ndarray, offsets: np.ndarray) ->
 # Two triangles with areas 1 and 3 (z = 0 plane).
 V0 = np.array([[0, 0, 0], [2, 0, 0], [0, 1, 0], [10, 0, 0], [13, 0, 0], [10, 2, 0]], dtype=np.float32)
 FACES = np.array([[0, 1, 2], [3, 4, 5]])
+STILL = np.zeros((1, 6, 3), np.float32)
+
+#: The 59 object ids of DT4D's animals/ (a public listing of the release's animal identities).
+DT4D_ANIMALS = """bear3EP bear84Q bear9AK bearPDD bearVGG bucksYJL bullMJ6 bunnyQ canieLTT catBG cattleAFK cetaceaUW
+chickenDC crocodileOPW deer2MB deerA4K deerFEL deerK5L deerLO1 deerOMG deerSPL deerVMW dinoBDK dinoET doggieMN5 dragonOF2
+dragonOLO dragonQKS duck elephantLN0 elkML foxWDFS foxXAT foxYSY foxZED goatS4J6Y grizzRSS hippoDG hogRD huskydog3T
+leopardSLM lionessHTR42 milkcow10L moose1DOG moose45D moose6OK9 pigSTK69 procySTEM pumaRW rabbit7L6 rabbitFKP rabbitJM6
+raccoonVGG ravenOL rhinoDJ7S seabirdKK sheepYZR10 tigerD8H zebraBM""".split()
+
+
+def test_dt4d_categories_of_the_animal_identities():
+    categories = {dt4d.category_of(i) for i in DT4D_ANIMALS}
+    assert len(DT4D_ANIMALS) == 59 and len(categories) == 38  # the paper's 38-way DT4D-Animals task
+    assert [dt4d.category_of(i) for i in ("bear3EP", "grizzRSS", "duck", "lionessHTR42", "moose6OK9")] == [
+        "bear", "grizz", "duck", "lioness", "moose"]
+    with pytest.raises(ValueError, match="'3EPbear' does not start with a lowercase category name"):
+        dt4d.category_of("3EPbear")
+
+
+@given(counts=st.lists(st.integers(1, 60), min_size=59, max_size=59), fraction=st.floats(0.0, 0.5))
+def test_dt4d_split_is_cross_identity_and_keeps_every_category_in_train(counts, fraction):
+    animations = dict(zip(DT4D_ANIMALS, counts))
+    split = dt4d.identity_split(animations, fraction)
+    assert split == dt4d.identity_split(dict(reversed(list(animations.items()))), fraction)  # order-free
+    by_category: dict[str, list[str]] = {}
+    for identity in DT4D_ANIMALS:
+        by_category.setdefault(dt4d.category_of(identity), []).append(split[identity])
+    assert all("train" in splits for splits in by_category.values())
+    in_test = sum(n for i, n in animations.items() if split[i] == "test")
+    target = fraction * sum(counts)
+    eligible = [i for i in DT4D_ANIMALS if split[i] == "train"
+                and by_category[dt4d.category_of(i)].count("train") > 1]
+    # below the target only when no identity could still move; above it by less than the last one moved
+    assert in_test >= target or not eligible
+    if in_test:
+        assert in_test - max(n for i, n in animations.items() if split[i] == "test") < target
+
+
+def test_dt4d_category_labels_split_and_both_layouts(tmp_path):
+    src = tmp_path / "animals"
+    nested = ["bear3EP_Walk", "bear3EP_Run", "bear84Q_Walk", "foxZED_Jump", "foxXAT_Jump"]
+    for name in nested:
+        write_anime(src / name / f"{name}.anime", V0, FACES, STILL)
+    write_anime(src / "duck_Swim.anime", V0, FACES, STILL)  # the flat layout
+    summary = dt4d.convert(src, tmp_path / "out", progress=False, num_points=8, test_fraction=0.3)
+    assert summary["written"] == 6
+    ds = Dataset4D.open(tmp_path / "out")
+    assert ds.label_names == ["bear", "duck", "fox"]
+    expected_split = dt4d.identity_split({"bear3EP": 2, "bear84Q": 1, "foxZED": 1, "foxXAT": 1, "duck": 1}, 0.3)
+    assert sorted(ds.manifest["normalisation"]["split"]["test_identities"]) == sorted(
+        i for i, s in expected_split.items() if s == "test")
+    assert expected_split["duck"] == "train" and "train" in (expected_split["foxZED"], expected_split["foxXAT"])
+    for name in nested + ["duck_Swim"]:
+        rec = video_by_id(ds, name)
+        identity = name.split("_")[0]
+        assert ds.label_names[rec.label] == dt4d.category_of(identity)
+        assert rec.split == expected_split[identity] and rec.meta["meta"]["object"] == identity
+    for label_by, names in (("action", ["Jump", "Run", "Swim", "Walk"]),
+                            ("identity", ["bear3EP", "bear84Q", "duck", "foxXAT", "foxZED"])):
+        dt4d.convert(src, tmp_path / label_by, progress=False, num_points=8, label_by=label_by)
+        assert Dataset4D.open(tmp_path / label_by).label_names == names
+    with pytest.raises(ValueError, match=r"label_by must be one of \('category', 'action', 'identity'\)"):
+        dt4d.convert(src, tmp_path / "bad", progress=False, label_by="object")
+
+
+def test_dt4d_names_outside_the_layout_are_refused(tmp_path):
+    write_anime(tmp_path / "bear.anime", V0, FACES, STILL)
+    with pytest.raises(SourceFormatError, match=r"bear\.anime: name is not \[objectID\]_\[ActionID\]\.anime; expected "
+                                                r"\[objectID\]_\[ActionID\]/\[objectID\]_\[ActionID\]\.anime or a flat"):
+        dt4d.convert(tmp_path, tmp_path / "out", progress=False)
+    (tmp_path / "bear.anime").unlink()
+    write_anime(tmp_path / "bear3EP_Walk.anime", V0, FACES, STILL)
+    write_anime(tmp_path / "bear3EP_Walk" / "bear3EP_Walk.anime", V0, FACES, STILL)
+    with pytest.raises(SourceFormatError, match=r"same animation as .*bear3EP_Walk\.anime \(video id 'bear3EP_Walk'\)"):
+        dt4d.convert(tmp_path, tmp_path / "out", progress=False)
 
 
 def test_anime_offsets_are_relative_to_frame_0(tmp_path):
@@ -292,8 +571,6 @@ def test_anime_offsets_are_relative_to_frame_0(tmp_path):
     np.testing.assert_array_equal(faces, FACES)
     np.testing.assert_array_equal(vertices[0], V0)
     np.testing.assert_array_equal(vertices[2], V0 + 0.5)  # not V0 + 1.5 (offsets do not accumulate)
-
-
 def test_surface_sampling_is_area_weighted_and_on_the_mesh():
     face, bary = dt4d.sample_surface(V0, FACES, 40_000, np.random.default_rng(0))
     assert abs((face == 1).mean() - 0.75) < 0.01
@@ -314,12 +591,12 @@ def test_dt4d_convert_tracks_follow_the_surface_exactly(tmp_path):
     write_anime(tmp_path / "humanoids" / "girl_Jump" / "girl_Jump.anime", V0, FACES, frames[1:] - frames[0])
     write_anime(tmp_path / "animals" / "bear3EP_Walk" / "bear3EP_Walk.anime", V0, FACES,
                 np.zeros((1, 6, 3), np.float32))
-    summary = dt4d.convert(tmp_path, tmp_path / "out", progress=False, num_points=64, seed=7)
+    summary = dt4d.convert(tmp_path, tmp_path / "out", progress=False, num_points=64, seed=7, label_by="action")
     assert summary["written"] == 2
     ds = Dataset4D.open(tmp_path / "out")
     assert ds.label_names == ["Jump", "Walk"]
     rec = video_by_id(ds, "humanoids__girl_Jump")
-    assert rec.label == 0 and rec.split == dt4d.identity_split("girl", 0.2)
+    assert rec.label == 0 and rec.split == "train"  # girl and bear are their categories' only identities
     got = np.stack(frames_of(rec))
     assert got.shape == (4, 64, 3)
     for t, (A, b) in enumerate(maps):

@@ -50,6 +50,27 @@ def test_preprocess_is_deterministic_per_seed_and_crops_range():
         FramePreprocessor(0, np.eye(4))
 
 
+def test_preprocess_keeps_float64_until_the_transform_into_a_local_frame():
+    # A map-frame cloud in UTM coordinates (x ~ 5e5, y ~ 5.4e6 m), as FLOAT64 fields decode it,
+    # and the transform local <- utm (a turn of 0.4 rad about z around the local origin).
+    rng = np.random.default_rng(1)
+    origin = np.array([512345.678, 5412345.678, 410.0])
+    local = rng.uniform(-15, 15, size=(500, 3))
+    local[0] = [19.9996, 0, 0]  # just inside range_max = 20 m
+    local[1] = [20.0004, 0, 0]  # just outside
+    local_from_utm = _rigid(0.4, [0, 0, 0]) @ _rigid(0.0, -origin)
+    utm = (local - local_from_utm[:3, 3]) @ local_from_utm[:3, :3]  # inverse transform, float64
+    prep = FramePreprocessor(600, local_from_utm, range_max=20.0)
+    out, index = prep(utm)
+    assert out.dtype == np.float32 and 0 in index and 1 not in index
+    np.testing.assert_allclose(out, local[index], atol=1e-5)  # float32 of local metres: < 0.01 mm off
+    cast_first, _ = prep(utm.astype(np.float32))  # what a float32 decode did: centimetres to decimetres off
+    assert np.abs(cast_first - local[index]).max() > 0.05
+    far = FramePreprocessor(4, _rigid(0.0, [3e38, 0, 0]))
+    with pytest.raises(ValueError, match="transformed points exceed the float32 range"):
+        far(np.array([[3e38, 0.0, 0.0]]))
+
+
 @pytest.mark.parametrize("name", ["gpu", "cuda:x", "mps"])
 def test_bad_device_parameter_is_a_value_error_naming_it(name):
     from cross4d_ros.torch_setup import resolve_torch_device

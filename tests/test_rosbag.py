@@ -264,3 +264,59 @@ def test_synthetic_bag_round_trip_and_convert(tmp_path):
     np.testing.assert_allclose(rec.cameras()[0].T_cam_from_points, frames[3].camera.T_cam_from_points)
     again = convert_bag(tmp_path / "synth", out, window_length=4, stride=3, progress=False, sync_tolerance=0.001)
     assert (again["written"], again["skipped_existing"]) == (0, 3)
+
+
+def float64_cloud_msg(stamp, points, frame_id="utm"):
+    """A PointCloud2 with FLOAT64 x, y, z (datatype 8, little-endian), e.g. a georeferenced map cloud."""
+    fields = [M["sensor_msgs/msg/PointField"](name=n, offset=8 * i, datatype=8, count=1) for i, n in enumerate("xyz")]
+    data = np.ascontiguousarray(points, dtype="<f8").view(np.uint8).reshape(-1)
+    return M["sensor_msgs/msg/PointCloud2"](
+        header=header(stamp, frame_id), height=1, width=len(points), fields=fields, is_bigendian=False,
+        point_step=24, row_step=24 * len(points), data=data, is_dense=True)
+
+
+def test_utm_scale_float64_clouds_keep_millimetres_in_the_dataset(tmp_path):
+    rng = np.random.default_rng(9)
+    origin = np.array([512345.678, 5412345.678, 410.0])
+    clouds = [origin + rng.uniform(-20, 20, size=(50, 3)) for _ in range(4)]
+    overflow = clouds[0].copy()
+    overflow[7, 2] = 1e39  # finite in FLOAT64, beyond float32: a rejected cloud
+    # the camera 2 m above the first cloud, looking down (T_cam_from_utm)
+    extrinsic = rigid([[1, 0, 0], [0, -1, 0], [0, 0, -1]], [0, 0, 0]) @ rigid(np.eye(3), -(origin + [0, 0, 2]))
+    messages = []
+    for i, points in enumerate(clouds):
+        stamp = 1.0 + 0.1 * i
+        messages += [("/map/points", stamp, float64_cloud_msg(stamp, points)),
+                     ("/cam/image", stamp, image_msg(stamp, np.zeros((12, 16, 3), np.uint8))),
+                     ("/cam/info", stamp, info_msg(stamp))]
+    messages.append(("/map/points", 1.05, float64_cloud_msg(1.05, overflow)))
+    write_bag(tmp_path / "utm", "mcap", messages, tf=False)
+    frames = list(iter_bag_frames(tmp_path / "utm", extrinsic=extrinsic, sync_tolerance=0.001))
+    assert frames[0].points.dtype == np.float64
+    np.testing.assert_array_equal(frames[0].points, clouds[0])
+    result = convert_bag(tmp_path / "utm", tmp_path / "ds", window_length=4, progress=False, extrinsic=extrinsic,
+                         sync_tolerance=0.001)
+    assert result["written"] == 1 and result["rejected"] == {"cloud": 1}
+    rec = Dataset4D.open(tmp_path / "ds").video(0)
+    stored_origin = np.array(rec.meta["meta"]["origin"])
+    np.testing.assert_array_equal(stored_origin, np.round(clouds[0].mean(axis=0)))
+    for t, points in enumerate(clouds):
+        stored = np.asarray(rec.frame(t), dtype=np.float64)
+        assert np.abs(stored).max() < 100  # local metres, not UTM
+        np.testing.assert_allclose(stored + stored_origin, points, rtol=0, atol=1e-5)  # < 0.01 mm
+        T = rec.cameras()[t].T_cam_from_points
+        np.testing.assert_allclose(stored @ T[:3, :3].T + T[:3, 3], points @ extrinsic[:3, :3].T + extrinsic[:3, 3],
+                                   rtol=0, atol=1e-5)
+    assert np.abs(clouds[0].astype(np.float32) - clouds[0]).max() > 0.05  # what a float32 cast would lose
+
+
+def test_small_coordinates_are_stored_without_an_origin(tmp_path):
+    rng = np.random.default_rng(10)
+    clouds = [rng.normal(size=(20, 3)) * 50 for _ in range(2)]
+    write_bag(tmp_path / "near", "mcap", [("/p", 1.0 + i, float64_cloud_msg(1.0 + i, c, "lidar"))
+                                          for i, c in enumerate(clouds)], tf=False)
+    convert_bag(tmp_path / "near", tmp_path / "ds", window_length=2, progress=False, image_topic=None,
+                camera_info_topic=None)
+    rec = Dataset4D.open(tmp_path / "ds").video(0)
+    assert rec.meta["meta"]["origin"] is None
+    np.testing.assert_allclose(rec.frame(1), clouds[1], rtol=1e-7)

@@ -57,7 +57,8 @@ def register(subparsers) -> None:
     convert.add_argument("--src", default=None, help="source folder (not used by --format synthetic)")
     convert.add_argument("--out", required=True, help="dataset directory")
     convert.add_argument("--set", dest="options", action="append", type=_option, default=[], metavar="KEY=VALUE",
-                         help="reader option, e.g. protocol=xview (ntu60), num_points=1024 (dt4d); "
+                         help="reader option, e.g. protocol=xview (ntu60), subtract_center=true (hoi4d), "
+                              "label_by=action, num_points=1024 (dt4d); "
                               "synthetic: subjects, videos_per_class, frames, classes, seed")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
     convert.set_defaults(func=run_convert)

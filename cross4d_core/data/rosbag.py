@@ -62,6 +62,24 @@ class BagStats:
     rejected: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
+#: Beyond this |coordinate| (m) float32 spacing exceeds 1 mm (2**13 m: spacing 2**-10 m), so a
+#: window reaching it is stored relative to a float64 origin (:func:`window_origin`).
+FLOAT32_MM_LIMIT = 8192.0
+
+
+def window_origin(frames: list[np.ndarray]) -> np.ndarray | None:
+    """The ``[3]`` float64 origin (whole metres: the rounded centroid of the first frame)
+    subtracted from a window's points before they are stored as float32, or None when every
+    coordinate is within :data:`FLOAT32_MM_LIMIT` (then points are stored as they are).
+
+    Clouds in UTM-scale coordinates (x ~ 5e5, y ~ 5.4e6 m) would lose up to 0.25 m in a
+    float32 cast; relative to the origin they keep their millimetres. ``frames`` are
+    ``[n_t, 3]`` (non-empty; float64 for FLOAT64 clouds)."""
+    if max(float(np.abs(f).max()) for f in frames) <= FLOAT32_MM_LIMIT:
+        return None
+    return np.round(frames[0].astype(np.float64).mean(axis=0))
+
+
 # --- transforms -------------------------------------------------------------------------------
 
 
@@ -398,6 +416,10 @@ def convert_bag(
 ) -> dict:
     """Convert a bag into the dataset format: one video per window.
 
+    Points are stored in the cloud frame, float32; a window with a coordinate beyond
+    :data:`FLOAT32_MM_LIMIT` is stored relative to the float64 origin of :func:`window_origin`
+    (meta ``origin``; its camera extrinsics include the shift), so no precision is lost.
+
     Args:
         label: action label of every window (-1: unlabelled).
         label_names: class names for the manifest.
@@ -425,6 +447,9 @@ def convert_bag(
         "windows": {"length": window_length, "stride": stride,
                     "sync_tolerance": frame_options.get("sync_tolerance", 0.05)},
         "extrinsic": "parameter" if frame_options.get("extrinsic") is not None else "/tf_static",
+        "origin": f"a window with a coordinate beyond {FLOAT32_MM_LIMIT:g} m is stored relative to a float64 "
+                  "origin (whole metres, the first frame's centroid) recorded in the video meta 'origin' "
+                  "(cloud frame = stored + origin; camera extrinsics include it); otherwise none",
     }
     name = re.sub(r"[^A-Za-z0-9_.\-]", "_", bag.name.removesuffix(".mcap").removesuffix(".db3"))
     with DatasetWriter(out, source=f"rosbag2:{bag.name}", label_names=list(label_names or []), units="m",
@@ -436,13 +461,23 @@ def convert_bag(
                 skipped += 1
                 continue
             with_images = all(f.image is not None and f.camera is not None for f in window.frames)
+            frames = [f.points for f in window.frames]
+            cameras = [f.camera for f in window.frames] if with_images else None
+            origin = window_origin(frames)
+            if origin is not None:  # subtract in float64, before add_video's float32 cast
+                frames = [f - origin for f in frames]
+                shift = np.eye(4)
+                shift[:3, 3] = origin  # cloud frame <- stored points
+                if cameras is not None:
+                    cameras = [dataclasses.replace(c, T_cam_from_points=c.T_cam_from_points @ shift) for c in cameras]
             writer.add_video(
-                video_id, [f.points for f in window.frames], label=label, split=split,
+                video_id, frames, label=label, split=split,
                 stamps=window.stamps,
                 images=np.stack([f.image for f in window.frames]) if with_images else None,
-                cameras=[f.camera for f in window.frames] if with_images else None,
+                cameras=cameras,
                 meta={"bag": bag.name, "window": window.index, "sequence": window.sequence,
-                      "frame_id": window.frames[-1].frame_id},
+                      "frame_id": window.frames[-1].frame_id,
+                      "origin": None if origin is None else origin.tolist()},
             )
             written += 1
     return {

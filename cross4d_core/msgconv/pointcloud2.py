@@ -29,6 +29,7 @@ POINTFIELD_DTYPES: dict[int, np.dtype] = {
 }
 
 _HOST_IS_BIGENDIAN = sys.byteorder == "big"
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class PointFieldSpec(NamedTuple):
@@ -127,10 +128,15 @@ def _require_scalar_field(dtype: np.dtype, name: str) -> None:
 
 
 def pointcloud2_to_xyz(msg, remove_nans: bool = True) -> np.ndarray:
-    """The ``x``, ``y``, ``z`` fields as ``[N, 3]`` float32 (the cloud's frame and units).
+    """The ``x``, ``y``, ``z`` fields as ``[N, 3]`` (the cloud's frame and units).
 
-    Any PointField datatype is converted to float32; big-endian data is converted on the
-    fly (no separate byteswap pass). Organized clouds are flattened row-major.
+    The result is float32 when every coordinate field converts to float32 exactly
+    (FLOAT32, INT8/16, UINT8/16: the fast path of LiDAR and depth-camera drivers), and
+    float64 otherwise (FLOAT64, INT32, UINT32), so clouds in large coordinates (UTM
+    x ~ 5e5, y ~ 5.4e6 m) keep their millimetres until the caller has moved them into a
+    local frame (:class:`cross4d_ros.preprocess.FramePreprocessor`). Big-endian data is
+    converted on the fly (no separate byteswap pass). Organized clouds are flattened
+    row-major.
 
     Args:
         remove_nans: drop points with any non-finite coordinate (NaN or +-Inf). With
@@ -138,15 +144,19 @@ def pointcloud2_to_xyz(msg, remove_nans: bool = True) -> np.ndarray:
             their pixel indexing).
 
     Raises:
-        MessageFormatError: missing x/y/z, a coordinate field with ``count > 1``, or any
-            malformed layout (see :func:`pointcloud2_dtype`).
+        MessageFormatError: missing x/y/z, a coordinate field with ``count > 1``, a finite
+            coordinate beyond the float32 range (|v| > 3.4e38, which no model input can
+            hold), or any malformed layout (see :func:`pointcloud2_dtype`).
     """
     view = _raw_view(msg)
     for name in ("x", "y", "z"):
         _require_scalar_field(view.dtype, name)
-    with np.errstate(over="ignore"):  # float64 beyond float32 range -> inf, then filtered like NaN
-        xyz = recfunctions.structured_to_unstructured(view[["x", "y", "z"]], dtype=np.float32, copy=True)
+    exact = all(np.can_cast(view.dtype.fields[name][0], np.float32, casting="safe") for name in ("x", "y", "z"))
+    xyz = recfunctions.structured_to_unstructured(view[["x", "y", "z"]], dtype=np.float32 if exact else np.float64,
+                                                  copy=True)
     xyz = xyz.reshape(-1, 3)
+    if not exact:
+        _check_float32_range(xyz)
     if remove_nans:
         finite = np.isfinite(xyz)
         # Column ANDs and np.compress: several times faster than .all(axis=1) and boolean indexing.
@@ -154,6 +164,15 @@ def pointcloud2_to_xyz(msg, remove_nans: bool = True) -> np.ndarray:
         if not keep.all():
             xyz = np.compress(keep, xyz, axis=0)
     return xyz
+
+
+def _check_float32_range(xyz: np.ndarray) -> None:
+    """Refuse a finite float64 coordinate that would overflow float32 (naming its field)."""
+    over = np.isfinite(xyz) & (np.abs(xyz) > _FLOAT32_MAX)
+    if over.any():
+        point, axis = (int(k) for k in np.argwhere(over)[0])
+        raise MessageFormatError(f"PointCloud2.fields[{'xyz'[axis]!r}]: finite value {float(xyz[point, axis])!r} at "
+                                 f"point {point} overflows float32 (|v| > {_FLOAT32_MAX:.7g})")
 
 
 def pointcloud2_field(msg, name: str) -> np.ndarray:
@@ -186,12 +205,13 @@ def xyz_to_pointcloud2_fields(
 ) -> tuple[list[PointFieldSpec], int, bytes]:
     """Lay out an unorganized little-endian PointCloud2 (height 1, width N).
 
-    Fields: ``x, y, z`` FLOAT32 (offsets 0, 4, 8), then ``rgb`` FLOAT32 packed
-    ``0x00RRGGBB`` if given, then ``embedding`` FLOAT32 with ``count = D`` if given.
-    ``row_step = N * point_step``; ``is_bigendian = False``.
+    Fields: ``x, y, z`` FLOAT32 (offsets 0, 4, 8), or FLOAT64 (offsets 0, 8, 16) when
+    ``points`` is float64 (a cloud decoded from FLOAT64 fields goes back out with its
+    precision), then ``rgb`` FLOAT32 packed ``0x00RRGGBB`` if given, then ``embedding``
+    FLOAT32 with ``count = D`` if given. ``row_step = N * point_step``; ``is_bigendian = False``.
 
     Args:
-        points: ``[N, 3]`` coordinates (metres), cast to float32.
+        points: ``[N, 3]`` coordinates (metres); float64 stays float64, anything else becomes float32.
         rgb: optional ``[N, 3]`` uint8 colours.
         embedding: optional ``[N, D]`` features, cast to float32.
 
@@ -202,8 +222,9 @@ def xyz_to_pointcloud2_fields(
     if points.ndim != 2 or points.shape[1] != 3:
         raise ValueError(f"points: expected [N, 3], got shape {points.shape}")
     n = points.shape[0]
-    fields = [PointFieldSpec(axis, 4 * i, FLOAT32) for i, axis in enumerate("xyz")]
-    point_step = 12
+    datatype, size = (FLOAT64, 8) if points.dtype == np.float64 else (FLOAT32, 4)
+    fields = [PointFieldSpec(axis, size * i, datatype) for i, axis in enumerate("xyz")]
+    point_step = 3 * size
     if rgb is not None:
         rgb = np.asarray(rgb)
         if rgb.shape != (n, 3) or rgb.dtype != np.uint8:

@@ -6,8 +6,10 @@ One module per source, each with ``convert(src, out, progress=True, **options) -
 
 - :mod:`.msr`: MSR-Action3D raw depth ``.bin`` and legacy ``point_clouds`` ``.npz``;
 - :mod:`.ntu60`: NTU-RGB+D 60 masked depth PNGs and legacy ``data`` ``.npz`` (xsub / xview);
-- :mod:`.hoi4d`: HOI4D action-segmentation ``.h5`` (per-frame labels);
-- :mod:`.dt4d`: DeformingThings4D ``.anime`` (area-weighted samples, exact tracks).
+- :mod:`.hoi4d`: HOI4D action-segmentation (per-frame labels) and 4D semantic-segmentation
+  (per-point labels) ``.h5``;
+- :mod:`.dt4d`: DeformingThings4D ``.anime`` (area-weighted samples, exact tracks; category,
+  action or identity labels).
 
 Modules are imported on demand (they pull in cv2 / h5py).
 """

@@ -120,7 +120,9 @@ def load_object_frames(path: Path, key: str, scale: float) -> list[np.ndarray]:
 @dataclass
 class ConversionSummary:
     """What one ``convert`` run did (returned as a dict by the readers); ``dataset`` holds the
-    writer's counts of everything the output now contains (this and earlier runs)."""
+    writer's counts of everything the output now contains (this and earlier runs);
+    ``reported`` what a reader noticed in the source and wants the user to see (e.g.
+    ``{"missing_frames": {video_id: [3]}}``, ``{"skipped_files": [...]}``)."""
 
     source: str
     out: str
@@ -128,6 +130,7 @@ class ConversionSummary:
     skipped_existing: int = 0
     frames: int = 0
     dataset: dict = field(default_factory=dict)
+    reported: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {
@@ -137,6 +140,7 @@ class ConversionSummary:
             "skipped_existing": self.skipped_existing,
             "frames": self.frames,
             "dataset": self.dataset,
+            "reported": self.reported,
         }
 
 

@@ -29,7 +29,7 @@ ACTION_NAMES = (
     "high arm wave", "horizontal arm wave", "hammer", "hand catch", "forward punch",
     "high throw", "draw x", "draw tick", "draw circle", "hand clap", "two hand wave",
     "side-boxing", "bend", "forward kick", "side kick", "jogging", "tennis swing",
-    "tennis serve", "golf swing", "pickup & throw",
+    "tennis serve", "golf swing", "pick up & throw",
 )
 TRAIN_SUBJECTS = frozenset(range(1, 6))
 #: The recording rate of the Kinect v1 sequences (frame stamps = index / FPS).

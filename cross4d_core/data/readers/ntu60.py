@@ -1,15 +1,25 @@
 """NTU-RGB+D 60 reader: masked depth PNGs and the legacy ``data`` ``.npz``.
 
 Layouts (DATA-FORMATS.md): ``nturgb+d_depth_masked/SsssCcccPpppRrrrAaaa/MDepth-%08d.png``,
-16-bit PNG (depth in millimetres, background 0), files sorted (no assumed start
-index); back-projection with principal point (256, 212) and f = 280 as in the public
-conversion. The legacy ``SsssCcccPpppRrrrAaaa.npz`` holds key ``data`` = object array of
-per-frame ``[N_t, 3]`` arrays in the legacy scripts' unit: matplotlib read the PNG as
-``depth_mm / 65535`` and the scripts multiplied by 100, and x, y were back-projected from
-that z, so one legacy unit = 655.35 mm = 0.65535 m.
+16-bit PNG (depth in millimetres, background 0), back-projected with principal point
+(256, 212) and f = 280 as in the public conversion. Frames are ordered by the number in
+their file name (no start index is assumed) and stamped by it:
+``stamp = (number - first number) / 30 fps``, so a missing frame number (1, 2, 4) leaves a
+1/15 s gap in the stamps instead of being closed up silently; every gap is listed in the
+video's meta (``missing_frames``) and in the conversion summary (``reported``).
+
+The legacy ``SsssCcccPpppRrrrAaaa.npz`` is what PSTNet's ``scripts/depth2point4ntu.py``
+(hehefan/Point-Spatio-Temporal-Convolution, also used by P4Transformer) writes: it reads
+each PNG with ``matplotlib.image.imread``, which returns ``uint16 / 65535``, back-projects
+those values (``x = (u - 256) z / 280``, ``y = (v - 212) z / 280``) and saves key ``data``
+(one ``[N_t, 3]`` array per frame) with no further scaling; the public loaders multiply
+by 100 when loading. So one stored unit is 65535 mm: metres = stored x 65.535. That
+script lists the PNGs with ``sorted(os.listdir())`` and keeps no frame numbers, so legacy
+stamps are ``index / 30 fps`` (a gap in the source cannot be seen there).
 
 Protocols: cross-subject (``xsub``: the 20 training performers below) and cross-view
-(``xview``: cameras 2, 3 train, camera 1 test). Label = action - 1. Output in metres.
+(``xview``: cameras 2, 3 train, camera 1 test). Label = action - 1; class names are the
+60 official action names of the dataset's README (shahroudy/NTURGB-D). Output in metres.
 """
 from __future__ import annotations
 
@@ -31,9 +41,27 @@ from cross4d_core.geometry.projection import MSR_NTU_FOCAL
 DEPTH_SIZE = (424, 512)
 FPS = 30.0
 MM_TO_M = 1e-3
-#: metres per legacy ``.npz`` unit: depth_mm / 65535 * 100 -> mm = value * 655.35.
-LEGACY_UNIT_TO_M = 65535.0 / 100.0 * MM_TO_M
-NUM_CLASSES = 60
+#: metres per legacy ``.npz`` unit: matplotlib stores depth_mm / 65535, saved unscaled.
+LEGACY_UNIT_TO_M = 65535.0 * MM_TO_M
+#: The official names of actions A1..A60 (README of shahroudy/NTURGB-D); label = action - 1.
+ACTION_NAMES = (
+    "drink water", "eat meal/snack", "brushing teeth", "brushing hair", "drop", "pickup", "throw",
+    "sitting down", "standing up (from sitting position)", "clapping", "reading", "writing",
+    "tear up paper", "wear jacket", "take off jacket", "wear a shoe", "take off a shoe", "wear on glasses",
+    "take off glasses", "put on a hat/cap", "take off a hat/cap", "cheer up", "hand waving",
+    "kicking something", "put something inside pocket / take out something from pocket",
+    "hopping (one foot jumping)", "jump up", "make a phone call/answer phone", "playing with phone/tablet",
+    "typing on a keyboard", "pointing to something with finger", "taking a selfie", "check time (from watch)",
+    "rub two hands together", "nod head/bow", "shake head", "wipe face", "salute", "put the palms together",
+    "cross hands in front (say stop)", "sneeze/cough", "staggering", "falling", "touch head (headache)",
+    "touch chest (stomachache/heart pain)", "touch back (backache)", "touch neck (neckache)",
+    "nausea or vomiting condition", "use a fan (with hand or paper)/feeling warm",
+    "punching/slapping other person", "kicking other person", "pushing other person",
+    "pat on back of other person", "point finger at the other person", "hugging other person",
+    "giving something to other person", "touch other person's pocket", "handshaking",
+    "walking towards each other", "walking apart from each other",
+)
+NUM_CLASSES = len(ACTION_NAMES)
 XSUB_TRAIN_PERFORMERS = frozenset(
     {1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38}
 )
@@ -41,6 +69,7 @@ XVIEW_TRAIN_CAMERAS = frozenset({2, 3})
 PROTOCOLS = ("xsub", "xview")
 
 _NAME = re.compile(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
+_FRAME = re.compile(r"MDepth-(\d+)\.png")
 
 
 def parse_name(path: Path) -> dict[str, int]:
@@ -63,13 +92,29 @@ def split_of(ids: dict[str, int], protocol: str) -> str:
     raise ValueError(f"ntu60 protocol must be one of {PROTOCOLS}, got {protocol!r}")
 
 
-def read_depth_pngs(folder: Path) -> np.ndarray:
-    """``[T, H, W]`` uint16 depth (mm) from the sorted ``MDepth-*.png`` files of a video folder."""
+def frame_files(folder: Path) -> tuple[list[Path], np.ndarray]:
+    """The ``MDepth-<number>.png`` files of a video folder ordered by number, and the ``[T]``
+    int64 frame numbers (which need not start at 1 or be contiguous)."""
+    numbered = []
+    for f in Path(folder).glob("MDepth-*.png"):
+        m = _FRAME.fullmatch(f.name)
+        if not m:
+            raise SourceFormatError(f, "name does not match MDepth-<frame number>.png")
+        numbered.append((int(m.group(1)), f))
+    if not numbered:
+        raise SourceFormatError(folder, "no MDepth-*.png files")
+    numbered.sort()
+    numbers = np.array([n for n, _ in numbered], np.int64)
+    repeated = numbers[1:][numbers[1:] == numbers[:-1]]
+    if repeated.size:
+        raise SourceFormatError(folder, f"frame number {int(repeated[0])} appears in two file names")
+    return [f for _, f in numbered], numbers
+
+
+def read_depth_pngs(files: list[Path]) -> np.ndarray:
+    """``[T, H, W]`` uint16 depth (mm) of 16-bit masked depth PNGs, in the given order."""
     import cv2
 
-    files = sorted(Path(folder).glob("MDepth-*.png"))
-    if not files:
-        raise SourceFormatError(folder, "no MDepth-*.png files")
     frames = []
     for f in files:
         img = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
@@ -83,9 +128,16 @@ def read_depth_pngs(folder: Path) -> np.ndarray:
     return np.stack(frames)
 
 
-def pngs_to_frames(folder: Path) -> list[np.ndarray]:
-    """Per-frame ``[n_t, 3]`` float32 points in metres from a masked-depth video folder."""
-    return backproject_depth(read_depth_pngs(folder), MM_TO_M)
+def missing_numbers(numbers: np.ndarray) -> list[int]:
+    """Frame numbers absent between the first and the last of ``numbers`` (sorted, unique)."""
+    return np.setdiff1d(np.arange(numbers[0], numbers[-1] + 1), numbers).tolist()
+
+
+def pngs_to_frames(folder: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per-frame ``[n_t, 3]`` float32 points in metres of a masked-depth video folder, and the
+    ``[T]`` int64 frame numbers of its files."""
+    files, numbers = frame_files(folder)
+    return backproject_depth(read_depth_pngs(files), MM_TO_M), numbers
 
 
 def read_legacy_npz(path: Path) -> list[np.ndarray]:
@@ -119,23 +171,36 @@ def convert(src: Path, out: Path, progress: bool = True, protocol: str = "xsub")
     normalisation = {
         "protocol": protocol,
         "input": "legacy data .npz" if legacy else "masked depth PNG",
-        "source_units": "legacy unit = depth_mm / 65535 * 100" if legacy else "mm",
+        "source_units": ("depth_mm / 65535 (matplotlib imread of the 16-bit PNG), back-projected, unscaled"
+                         if legacy else "mm"),
         "scale_to_m": LEGACY_UNIT_TO_M if legacy else MM_TO_M,
-        "backprojection": None if legacy else {"f": MSR_NTU_FOCAL, "principal_point": [256.0, 212.0]},
+        "backprojection": (f"done by the legacy script: f = {MSR_NTU_FOCAL}, principal point (256, 212)" if legacy
+                           else {"f": MSR_NTU_FOCAL, "principal_point": [256.0, 212.0]}),
+        "stamps": (f"frame index / {FPS} fps (the legacy file keeps no frame numbers)" if legacy else
+                   f"(frame number - first frame number) / {FPS} fps; missing numbers listed in meta "
+                   "'missing_frames' and in the summary"),
     }
     summary = ConversionSummary(source="ntu60", out=str(out))
+    gaps = summary.reported.setdefault("missing_frames", {})
 
     def write_one(video_id: str, path: Path) -> int:
         ids = parse_name(path)
-        frames = read_legacy_npz(path) if legacy else pngs_to_frames(path)
-        writer.add_video(
-            video_id, frames, label=ids["action"] - 1, split=split_of(ids, protocol),
-            subject=ids["performer"], stamps=np.arange(len(frames)) / FPS, meta={**ids, "file": path.name},
-        )
+        meta = {**ids, "file": path.name}
+        if legacy:
+            frames = read_legacy_npz(path)
+            stamps = np.arange(len(frames)) / FPS
+        else:
+            frames, numbers = pngs_to_frames(path)
+            stamps = (numbers - numbers[0]) / FPS
+            meta["frame_numbers"] = [int(numbers[0]), int(numbers[-1])]
+            meta["missing_frames"] = missing_numbers(numbers)
+            if meta["missing_frames"]:
+                gaps[video_id] = meta["missing_frames"]
+        writer.add_video(video_id, frames, label=ids["action"] - 1, split=split_of(ids, protocol),
+                         subject=ids["performer"], stamps=stamps, meta=meta)
         return len(frames)
 
-    label_names = [f"A{a:03d}" for a in range(1, NUM_CLASSES + 1)]
-    with DatasetWriter(out, source="ntu-rgbd-60", label_names=label_names, units="m",
+    with DatasetWriter(out, source="ntu-rgbd-60", label_names=list(ACTION_NAMES), units="m",
                        normalisation=normalisation) as writer:
         items = [(p.name.removesuffix(".npz"), p) for p in videos]
         convert_items(writer, items, write_one, summary, progress, "ntu60", total=len(items))
