@@ -126,7 +126,7 @@ def test_pretrain_intra_on_clips_then_probe_transfer_segment_finetune(world, cap
                  "--set", "segment.probe.paper.epochs=3", "--set", "segment.correspondence_gaps=[1, 3]",
                  "--set", "data.clip_stride=3"]) == 0
     seg = json.loads((out / "segment_results.json").read_text())
-    assert seg["num_parts"] == 15 and 0.0 <= seg["miou"] <= 1.0 and 0.0 <= seg["overall_accuracy"] <= 1.0
+    assert seg["num_parts"] == 16 and 0.0 <= seg["miou"] <= 1.0 and 0.0 <= seg["overall_accuracy"] <= 1.0
     assert seg["correspondence"]["3"]["total"] > 0
     assert seg["probe"]["method"] == "lbfgs" and seg["probe"]["train_points"] > 0
     assert 0.0 <= seg["paper_probe"]["test"]["miou"] <= 1.0
@@ -139,3 +139,25 @@ def test_pretrain_intra_on_clips_then_probe_transfer_segment_finetune(world, cap
     assert ft["runs"]["pretrained_0.5"]["train_videos"] == 3  # 1 of 2 train videos per class
     assert ft["runs"]["pretrained_1"]["train_videos"] == 6
     assert all(0.0 <= r["test"]["video_accuracy"] <= 1.0 for r in ft["runs"].values())
+
+
+def test_pretrain_seeds_then_probe_every_seed(world, capsys):
+    root, data = world
+    out = root / "seeds"
+    assert main(pretrain_args(root, out, "--seeds", "0,3", "--set", "max_steps=1")) == 0
+    runs = [out / "seed0", out / "seed3"]
+    weights = []
+    for seed, run in zip((0, 3), runs):
+        res = json.loads((run / "pretrain_results.json").read_text())
+        assert res["config"]["seed"] == seed and res["steps"] == 1
+        from safetensors.torch import load_file
+
+        weights.append(load_file(run / "encoder.safetensors"))
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # seeds give different runs
+    assert main(["probe", "--checkpoint", *map(str, runs), "--dataset", str(data), "--set", "probe.paper=null",
+                 "--set", "device=cpu"]) == 0
+    assert all((run / "probe_results.json").exists() for run in runs)
+    assert main(["probe", "--checkpoint", *map(str, runs), "--dataset", str(data), "--out", str(root / "x")]) == 1
+    assert "--out names one output directory; 2 checkpoints" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse rejects repeated seeds
+        main(pretrain_args(root, out, "--seeds", "1,1"))

@@ -258,3 +258,24 @@ def test_correspondence_accuracy_matches_brute_force(seed):
     out = correspondence_accuracy(features, points, track, gaps=(1, 3), threshold=0.3, chunk=2)
     for gap in (1, 3):
         assert out[gap] == brute_force_correspondence(features, points, track, gap, 0.3)
+
+
+def test_robustness_perturbations_known_values():
+    from cross4d_core.evaluation.robustness import drop_points, jitter, subsample_frames
+
+    points = torch.arange(2 * 24 * 8 * 3, dtype=torch.float32).reshape(2, 24, 8, 3)
+    for fraction, kept in ((1.0, 24), (0.75, 18), (0.5, 12), (0.25, 6)):
+        sub = subsample_frames(points, fraction)
+        assert sub.shape == (2, kept, 8, 3)
+        frames = (sub[0, :, 0, 0] / (8 * 3)).long()
+        assert frames[0] == 0 and frames[-1] == 23 and (frames.diff() > 0).all()  # evenly spaced, in order
+    g = torch.Generator().manual_seed(0)
+    dropped = drop_points(points, 0.5, g)
+    assert dropped.shape == (2, 24, 4, 3)
+    for b in range(2):
+        for t in range(24):  # a subset of the frame's own points, no repeats
+            rows = {tuple(p) for p in points[b, t].tolist()}
+            got = [tuple(p) for p in dropped[b, t].tolist()]
+            assert set(got) <= rows and len(set(got)) == 4
+    noisy = jitter(torch.zeros(4, 24, 256, 3), 0.02, torch.Generator().manual_seed(1))
+    assert abs(float(noisy.std()) - 0.02) < 0.001 and abs(float(noisy.mean())) < 0.001

@@ -42,7 +42,7 @@ def parse_tables(markdown: str) -> dict[str, list[dict[str, str]]]:
 
 
 def table(tables: dict, prefix: str) -> list[dict[str, str]]:
-    [name] = [k for k in tables if k.startswith(prefix)]
+    [name] = [k for k in tables if k == prefix or k.startswith(prefix + ":")]
     return tables[name]
 
 
@@ -108,6 +108,9 @@ def pipeline(tmp_path_factory):
     assert main(["segment", "--checkpoint", dense, "--dataset", str(tmp / "world_a"),
                  "--config", str(REPO / "config/train/segment.yaml"), "--set", "segment.probe.paper.epochs=3",
                  "--set", "device=cpu"]) == 0
+    assert main(["robustness", "--checkpoint", dense, "--dataset", str(tmp / "world_a"), "--set", "device=cpu",
+                 "--set", "robustness.frame_fractions=[1.0, 0.5]", "--set", "robustness.point_fractions=[1.0, 0.5]",
+                 "--set", "robustness.jitter_sigmas=[0.0, 0.05]"]) == 0
     out = tmp / "report" / "report.md"
     assert main(["report", "--results", str(runs), "--out", str(out), "--title", "Tiny run"]) == 0
     return runs, out
@@ -119,7 +122,7 @@ def test_report_from_real_runs_puts_each_number_in_its_cell(pipeline):
     assert text.startswith("# Tiny run")
     tables = parse_tables(text)
     src = source_numbers(tables, out.parent)
-    assert len(src) == 9  # 3 pretrain + 3 probe + transfer + finetune + segment
+    assert len(src) == 10  # 3 pretrain + 3 probe + transfer + finetune + segment + robustness
     probe = {o: load(runs / o / "probe_results.json") for o in ("none", "global", "dense")}
     acc = {o: r["test"]["video_accuracy"] for o, r in probe.items()}
     n = {o: src[(runs / o / "probe_results.json").resolve()] for o in probe}
@@ -152,9 +155,17 @@ def test_report_from_real_runs_puts_each_number_in_its_cell(pipeline):
     assert random_row["probe on synthetic:world_a"] == probe_cell(probe["none"], n["none"])
     assert random_row["probe on synthetic:world_b"] == MISSING
 
+    rob_path = runs / "dense" / "robustness_results.json"
+    rob = {(r["kind"], r["value"]): r["video_accuracy"] for r in load(rob_path)["results"]}
+    t13 = row(table(tables, "Table 13"), objective="dense")
+    assert t13["frames 50%"] == cell(rob[("frames", 0.5)], src[rob_path.resolve()])
+    assert t13["points 100%"] == cell(rob[("points", 1.0)], src[rob_path.resolve()])
+    assert t13["jitter 0.05 m"] == cell(rob[("jitter", 0.05)], src[rob_path.resolve()])
+    assert list(t13)[3:] == ["frames 100%", "frames 50%", "points 100%", "points 50%", "jitter 0 m", "jitter 0.05 m"]
+
     seg_path = runs / "dense" / "segment_results.json"
     seg = load(seg_path)
-    t5b = row(table(tables, "Table 5b"), objective="dense")
+    t5b = row(table(tables, "Table 6"), objective="dense")
     assert t5b["mIoU"] == cell(100 * seg["miou"], src[seg_path.resolve()], digits=1)
     assert t5b["OA"] == cell(100 * seg["overall_accuracy"], src[seg_path.resolve()], digits=1)
 
@@ -243,7 +254,7 @@ def test_runs_are_grouped_by_dataset_objective_and_teacher(tmp_path):
     provenance = {r["#"]: r["metadata read from"] for r in tables["Sources"]}
     assert "teacher: results" in provenance[str(n["vjepa"])]
     assert "teacher: target cache manifest.json" in provenance[str(n["dense_s0"])]
-    for name in ("Table 4", "Table 5a", "Table 5b", "Pretraining runs"):
+    for name in ("Table 4", "Table 5a", "Table 6", "Pretraining runs"):
         assert table(tables, name) == []
 
 
@@ -284,7 +295,7 @@ def test_finetune_and_segment_schema(tmp_path):
     assert [r["initialisation"] for r in t4] == ["scratch", "dense (dinov2-large)"]
     assert [t4[0][f"{p}% labels"] for p in (10, 25, 50, 100)] == [cell(v, ft) for v in (0.29, 0.63, 0.76, 0.82)]
     assert [t4[1][f"{p}% labels"] for p in (10, 25, 50, 100)] == [cell(v, ft) for v in (0.46, 0.73, 0.88, 0.92)]
-    seg = row(table(tables, "Table 5b"), dataset="msr")
+    seg = row(table(tables, "Table 6"), dataset="msr")
     s = src[(ckpt / "segment_results.json").resolve()]
     assert (seg["mIoU"], seg["corr. acc gap 8"], seg["corr. acc gap 15"]) == (f"23.6 (n=1) [{s}]", f"50.0 (n=1) [{s}]", MISSING)
 

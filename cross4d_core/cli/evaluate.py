@@ -5,6 +5,8 @@
 * ``cross4d transfer``  the same probe on another dataset (pretrain on A, probe on B)
 * ``cross4d finetune``  label-efficient fine-tuning, pretrained vs scratch, per label fraction
 * ``cross4d segment``   per-point part probe (mIoU / mAcc / OA) and temporal correspondence
+* ``cross4d robustness`` the clean-feature probe under test-time frame subsampling, point
+                        dropout and coordinate jitter (the paper's Table 13)
 
 Each writes ``<name>_results.json`` into its output directory.
 """
@@ -23,13 +25,17 @@ def register(subparsers) -> None:
         "transfer": ("cross-domain linear probe (pretrained on A, probed on B)", "probe.yaml", run_transfer),
         "finetune": ("label-efficient fine-tuning over label fractions", "finetune.yaml", run_finetune),
         "segment": ("per-point part probe and temporal correspondence accuracy", "segment.yaml", run_segment),
+        "robustness": ("probe on clean features, scored under frame / point dropout and jitter", "robustness.yaml",
+                       run_robustness),
     }
     for name, (help_text, yaml_name, handler) in specs.items():
         p = subparsers.add_parser(name, help=help_text, description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--checkpoint", required=True, help="pretrained checkpoint directory (encoder.safetensors)")
+        p.add_argument("--checkpoint", required=True, nargs="+", metavar="DIR",
+                       help="pretrained checkpoint directory (encoder.safetensors); several (e.g. the seed<S>/ runs "
+                            "of `cross4d pretrain --seeds`) are evaluated one after the other")
         p.add_argument("--dataset", required=True, help="dataset root (on-disk format)")
-        p.add_argument("--out", default=None, help="output directory (default: see the command)")
+        p.add_argument("--out", default=None, help="output directory (default: see the command; one checkpoint only)")
         add_config_arguments(p, yaml_name)
         if name == "finetune":
             p.add_argument("--resume", action="store_true", help="continue unfinished fine-tuning runs")
@@ -102,13 +108,22 @@ def probe_line(title: str, fit: dict, accuracy: dict) -> str:
 
 
 def _guard(fn):
+    """Run ``fn`` once per ``--checkpoint`` (``args.checkpoint`` one directory each time);
+    errors become one line and exit code 1."""
     def handler(args) -> int:
         from cross4d_core.training.checkpoint import CheckpointError
         from cross4d_core.training.config import ConfigError
         from cross4d_core.training.trainer import NonFiniteLossError
 
+        checkpoints = list(args.checkpoint)
         try:
-            return fn(args)
+            if args.out and len(checkpoints) > 1:
+                raise ValueError(f"--out names one output directory; {len(checkpoints)} checkpoints were given")
+            for checkpoint in checkpoints:
+                code = fn(argparse.Namespace(**{**vars(args), "checkpoint": checkpoint}))
+                if code:
+                    return code
+            return 0
         except (ConfigError, CheckpointError, NonFiniteLossError, FileNotFoundError, ValueError) as exc:
             print(f"cross4d {args.command}: error: {exc}", file=sys.stderr)
             return 1
@@ -189,4 +204,33 @@ def run_segment(args) -> int:
     out = Path(args.out) if args.out else Path(args.checkpoint)
     write_json_atomic(out / "segment_results.json", results)
     print(f"segment: mIoU {results.get('miou')}, correspondence {results.get('correspondence')} -> {out}")
+    return 0
+
+
+@_guard
+def run_robustness(args) -> int:
+    from cross4d_core.evaluation.config import RobustnessRunConfig
+    from cross4d_core.evaluation.protocols import dataset_report
+    from cross4d_core.evaluation.robustness import run_robustness as robustness
+    from cross4d_core.fileio import write_json_atomic
+    from cross4d_core.training.checkpoint import load_encoder
+    from cross4d_core.training.config import config_to_dict, load_config
+    from cross4d_core.training.distributed import resolve_device
+
+    config = load_config(RobustnessRunConfig, args.config, args.overrides)
+    device = resolve_device(config.device)
+    encoder, meta = load_encoder(args.checkpoint, device)
+    train, test = _clip_sets(args.dataset, config.data, encoder.config)
+    results = robustness(encoder, train, test, len(train.label_names), config.robustness, config.probe,
+                         device=device, amp=config.amp, batch_size=config.data.batch_size)
+    results.update({"protocol": "robustness", "checkpoint": str(Path(args.checkpoint).resolve()),
+                    "model_id": meta.get("model_id"), "dataset": str(Path(args.dataset).resolve()),
+                    "train_data": dataset_report(train), "test_data": dataset_report(test),
+                    "config": config_to_dict(config)})
+    out = Path(args.out) if args.out else Path(args.checkpoint)
+    write_json_atomic(out / "robustness_results.json", results)
+    for row in results["results"]:
+        print(f"robustness {row['kind']}={row['value']:g} ({row['frames']} frames x {row['points']} points): "
+              f"test video accuracy {row['video_accuracy']:.4f}")
+    print(f"robustness: -> {out}")
     return 0

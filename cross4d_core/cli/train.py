@@ -7,6 +7,7 @@ Runs as one process or under ``torchrun`` (DDP). Writes ``<out_dir>/encoder.safe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -27,7 +28,21 @@ def register(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(p, "pretrain_dense.yaml")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
+    p.add_argument("--seeds", type=parse_seeds, default=None, metavar="S1,S2,...",
+                   help="one run per seed, in OUT_DIR/seed<S>/ (compare methods over several seeds; "
+                        "`cross4d report` shows mean ± std)")
     p.set_defaults(func=run_pretrain)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]`` (distinct non-negative integers)."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"seeds must be distinct non-negative integers, got {text!r}")
+    return seeds
 
 
 def build_model_config(model_cfg):
@@ -119,13 +134,17 @@ def run_pretrain(args) -> int:
 
     try:
         config = load_config(TrainConfig, args.config, args.overrides)
-        results = pretrain(config, resume=args.resume)
+        runs = [config] if args.seeds is None else [
+            dataclasses.replace(config, seed=seed, out_dir=str(Path(config.out_dir) / f"seed{seed}"))
+            for seed in args.seeds]
+        for run in runs:
+            results = pretrain(run, resume=args.resume)
+            if "model_id" in results:  # rank 0
+                print(f"pretrained {results['objective']} (seed {run.seed}): steps={results.get('steps', 0)} "
+                      f"final_loss={results.get('final_loss')} -> {run.out_dir}")
     except (ConfigError, NonFiniteLossError, FileNotFoundError, ValueError) as exc:
         print(f"cross4d pretrain: error: {exc}", file=sys.stderr)
         return 1
     finally:
         shutdown_distributed()
-    if "model_id" in results:  # rank 0
-        print(f"pretrained {results['objective']}: steps={results.get('steps', 0)} "
-              f"final_loss={results.get('final_loss')} -> {config.out_dir}")
     return 0

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from cross4d_core.evaluation.finetune import AugmentConfig
 from cross4d_core.evaluation.probe import ProbeConfig
+from cross4d_core.evaluation.robustness import RobustnessConfig
 from cross4d_core.evaluation.segmentation import SegmentConfig
 from cross4d_core.training.config import DataConfig, OptimConfig
 
@@ -62,6 +63,17 @@ class SegmentRunConfig:
 
     data: ClipDataConfig = field(default_factory=ClipDataConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
+    device: str = "auto"
+    amp: bool = True
+
+
+@dataclass
+class RobustnessRunConfig:
+    """``cross4d robustness``: converged probe on clean features, test-time perturbations."""
+
+    data: ClipDataConfig = field(default_factory=ClipDataConfig)
+    probe: ProbeConfig = field(default_factory=lambda: ProbeConfig(paper=None))
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     device: str = "auto"
     amp: bool = True
 

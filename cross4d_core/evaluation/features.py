@@ -1,6 +1,7 @@
 """Frozen-encoder feature extraction (computed once, then reused by the probes)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,16 +26,18 @@ class ClipFeatures:
 
 @torch.no_grad()
 def extract_clip_features(encoder: nn.Module, dataset: Dataset, *, batch_size: int = 16,
-                          device: torch.device | str = "cpu", amp: bool = True,
-                          num_workers: int = 0) -> ClipFeatures:
-    """Run the frozen ``encoder`` over every item (``points [T,N,3]``, ``label``, ``video``)."""
+                          device: torch.device | str = "cpu", amp: bool = True, num_workers: int = 0,
+                          transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> ClipFeatures:
+    """Run the frozen ``encoder`` over every item (``points [T,N,3]``, ``label``, ``video``);
+    ``transform`` maps each batch's ``points [B, T, N, 3]`` first (a test-time perturbation)."""
     device = torch.device(device)
     encoder = encoder.to(device).eval()
     feats, labels, videos = [], [], []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     for batch in loader:
+        points = batch["points"] if transform is None else transform(batch["points"])
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-            out = encoder(batch["points"].to(device))
+            out = encoder(points.to(device))
         feats.append(out.clip_feature.float().cpu())
         labels.append(batch["label"].long())
         videos.append(batch["video"].long())

@@ -6,8 +6,10 @@ results JSONs, rendered as Markdown, with optional PNG figures.
 * Table 4: label efficiency, fine-tuning accuracy per label fraction, scratch vs pretrained.
 * Table 5a: cross-domain transfer, pretrained on A (rows) -> linear probe on B (columns);
   ``probe`` runs fill the diagonal and the random-init row, ``transfer`` runs the rest.
-* Table 5b: frozen per-point probes, segmentation mIoU / mAcc / OA and temporal
+* Table 6: frozen per-point probes, segmentation mIoU / mAcc / OA and temporal
   correspondence accuracy per frame gap (percent).
+* Table 13: robustness, the clean-feature probe under test-time frame subsampling, point
+  dropout and coordinate jitter.
 
 Every cell is the mean of the runs that fall into it (``mean ± std (n=k)`` when several),
 followed by the numbers of its source files, which the report lists; cells nobody ran
@@ -211,7 +213,7 @@ def transfer_table(runs: Sequence[RunRecord], index: dict[Path, int], metric: st
 
 
 def segment_table(runs: Sequence[RunRecord], index: dict[Path, int]) -> Table:
-    """Table 5b: per-point frozen probes (percent)."""
+    """Table 6: per-point frozen probes (percent)."""
     segs = [r for r in runs if r.protocol == "segment"]
     gaps = sorted({int(g) for r in segs for g in (r.results.get("correspondence") or {}) if str(g).isdigit()})
     columns = ["mIoU", "mAcc", "OA"] + [f"corr. acc gap {g}" for g in gaps]
@@ -229,10 +231,43 @@ def segment_table(runs: Sequence[RunRecord], index: dict[Path, int]) -> Table:
                 entry = (run.results.get("correspondence") or {}).get(str(g)) or {}
                 cells[f"corr. acc gap {g}"].add(finite(entry.get("accuracy")), i)
         rows.append(list(key) + [cells[c] for c in columns])
-    return Table("Table 5b: per-point probes on frozen features (segmentation, temporal correspondence)",
+    return Table("Table 6: per-point probes on frozen features (segmentation, temporal correspondence)",
                  ["dataset", "objective", "teacher"] + columns, rows, digits=1, scale=100.0,
                  note="Percent. Part segmentation by a per-point linear head; correspondence = nearest-feature "
                       "matching across the frame gap, correct within the threshold recorded in the results.")
+
+
+ROBUSTNESS_LABELS = {"frames": "frames {:.0%}", "points": "points {:.0%}", "jitter": "jitter {:g} m"}
+
+
+def robustness_table(runs: Sequence[RunRecord], index: dict[Path, int], metric: str = "video_accuracy") -> Table:
+    """Table 13: test accuracy of the clean-feature probe per perturbation."""
+    robust = [r for r in runs if r.protocol == "robustness"]
+    settings = []
+    for run in robust:
+        for entry in run.results.get("results") or []:
+            key = (entry.get("kind"), finite(entry.get("value")))
+            if key[0] in ROBUSTNESS_LABELS and key[1] is not None and key not in settings:
+                settings.append(key)
+    order = list(ROBUSTNESS_LABELS)
+    settings.sort(key=lambda k: (order.index(k[0]), -k[1] if k[0] != "jitter" else k[1]))
+    keys = sorted({(r.dataset or "unknown", objective_label(r.objective), r.teacher or MISSING) for r in robust})
+    rows = []
+    for key in keys:
+        cells = {s: Cell() for s in settings}
+        for run in robust:
+            if (run.dataset or "unknown", objective_label(run.objective), run.teacher or MISSING) != key:
+                continue
+            for entry in run.results.get("results") or []:
+                setting = (entry.get("kind"), finite(entry.get("value")))
+                if setting in cells:
+                    cells[setting].add(finite(entry.get(metric)), index[run.path])
+        rows.append(list(key) + [cells[s] for s in settings])
+    return Table("Table 13: robustness (test-time perturbations)",
+                 ["dataset", "objective", "teacher"] + [ROBUSTNESS_LABELS[k].format(v) for k, v in settings], rows,
+                 note=f"Test {metric.replace('_', ' ')} of the converged probe fitted on clean features: frames = "
+                      "fraction of each clip's frames kept (evenly spaced), points = fraction of each frame's points "
+                      "kept, jitter = Gaussian noise sigma.")
 
 
 def pretrain_table(runs: Sequence[RunRecord], index: dict[Path, int]) -> Table:
@@ -290,6 +325,8 @@ def _sources_section(runs: Sequence[RunRecord], index: dict[Path, int], base: Pa
             value = MISSING if value is None else f"{metric} {value:.4f}"
         elif run.protocol == "segment":
             value = MISSING if finite(res.get("miou")) is None else f"miou {res['miou']:.4f}"
+        elif run.protocol == "robustness":
+            value = f"{len(res.get('results') or [])} settings"
         elif run.protocol == "finetune":
             value = f"{len(res.get('runs') or {})} runs"
         else:
@@ -312,7 +349,7 @@ def build_tables(runs: Sequence[RunRecord], metric: str = "video_accuracy") -> t
     index = {run.path: i + 1 for i, run in enumerate(sorted(runs, key=lambda r: str(r.path)))}
     tables = [probe_table(runs, index, metric), teacher_table(runs, index, metric),
               finetune_table(runs, index, metric), transfer_table(runs, index, metric),
-              segment_table(runs, index), pretrain_table(runs, index)]
+              segment_table(runs, index), robustness_table(runs, index, metric), pretrain_table(runs, index)]
     return tables, index
 
 

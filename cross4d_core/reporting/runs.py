@@ -1,4 +1,4 @@
-"""Reading the results JSONs of ``cross4d pretrain | probe | transfer | finetune | segment``
+"""Reading the results JSONs of ``cross4d pretrain | probe | transfer | finetune | segment | robustness``
 and working out what each run was: objective, teacher, evaluated dataset, pretraining dataset.
 
 A results file records some of this itself; the rest is read, in order, from the files the
@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PROTOCOLS = ("pretrain", "probe", "transfer", "finetune", "segment")
+PROTOCOLS = ("pretrain", "probe", "transfer", "finetune", "segment", "robustness")
 RESULT_FILES = {f"{p}_results.json": p for p in PROTOCOLS}
 OBJECTIVES_WITHOUT_TEACHER = ("none", "intra")
 
