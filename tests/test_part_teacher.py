@@ -14,7 +14,7 @@ from cross4d_core.types import Clip
 @settings(max_examples=25, deadline=None)
 def test_part_teacher_patch_feature_is_the_mean_code_of_its_pixels(seed, size):
     rng = np.random.default_rng(seed)
-    teacher = PartTeacher(num_parts=4, feature_dim=8, seed=3)
+    teacher = PartTeacher(num_parts=4, pose_bins=1, feature_dim=8, seed=3)
     labels = rng.integers(-1, 4, size=(2, *size))
     feats, transform = teacher.grid_features(labels)
     gh, gw = size[0] // 14, size[1] // 14
@@ -32,7 +32,7 @@ def test_part_teacher_patch_feature_is_the_mean_code_of_its_pixels(seed, size):
 def test_part_teacher_rejects_bad_labels_and_is_deterministic():
     teacher = PartTeacher(num_parts=3)
     with pytest.raises(ValueError, match="outside"):
-        teacher.grid_features(np.full((1, 14, 14), 3))
+        teacher.grid_features(np.full((1, 14, 14), 9))  # 3 parts x 3 pose bins = labels 0..8
     with pytest.raises(ValueError, match="integers"):
         teacher.grid_features(np.zeros((1, 14, 14), np.float32))
     assert torch.equal(teacher.codes, PartTeacher(num_parts=3).codes)
@@ -48,9 +48,12 @@ def test_correspond_clip_with_the_part_teacher_renders_part_labels():
     points = (rng.normal(size=(3, 50, 3)) * 0.3 + [0, 0, 3]).astype(np.float32)
     part = rng.integers(0, 4, size=(3, 50))
     clip = Clip(points=points, stamps=np.arange(3.0), part=part)
-    labels, corr = correspond_clip(clip, PartTeacher(num_parts=4), "render", image_size=28)
+    teacher = PartTeacher(num_parts=4)
+    labels, corr = correspond_clip(clip, teacher, "render", image_size=28)
     index = render_index_map(points, 28).numpy()
-    expected = np.where(index >= 0, np.take_along_axis(part, np.maximum(index, 0).reshape(3, -1), 1).reshape(index.shape), -1)
+    point_labels = teacher.point_labels(points, part)
+    expected = np.where(index >= 0, np.take_along_axis(point_labels, np.maximum(index, 0).reshape(3, -1),
+                                                       1).reshape(index.shape), -1)
     np.testing.assert_array_equal(labels.numpy(), expected)
     assert corr.grid_size == (2, 2)
     from cross4d_core.correspondence import CorrespondenceError
@@ -82,3 +85,39 @@ def test_embedding_statistics_of_constant_and_isotropic_sets():
     assert embedding_statistics(torch.eye(4))["effective_rank"] == pytest.approx(4.0)
     with pytest.raises(ValueError, match="M >= 2"):
         embedding_statistics(torch.ones(1, 3))
+
+
+@given(seed=st.integers(0, 2**16), bins=st.integers(1, 4))
+@settings(max_examples=25, deadline=None)
+def test_point_labels_bin_each_parts_axis_against_the_vertical(seed, bins):
+    rng = np.random.default_rng(seed)
+    T, N, P = 2, 60, 3
+    points = rng.normal(size=(T, N, 3)) * rng.uniform(0.05, 1.0, size=(T, 1, 3))
+    part = rng.integers(0, P, size=(T, N))
+    part[0, :2] = P - 1  # keep at least 2 points of a part ...
+    points[1, 5] = np.nan  # ... and a non-finite point (bin 0)
+    teacher = PartTeacher(num_parts=P, pose_bins=bins)
+    labels = teacher.point_labels(points, part)
+    for t in range(T):
+        for p in range(P):
+            members = (part[t] == p) & np.isfinite(points[t]).all(-1)
+            if members.sum() < 3:
+                expected = 0
+            else:
+                q = points[t][members] - points[t][members].mean(0)
+                axis = np.linalg.eigh(q.T @ q)[1][:, -1]
+                angle = np.degrees(np.arccos(min(1.0, abs(axis[1]))))
+                expected = min(int(angle * bins / 90), bins - 1)
+            assert (labels[t][members] == p * bins + expected).all()
+    assert labels[1, 5] == part[1, 5] * bins
+
+
+def test_point_labels_known_geometry():
+    """A vertical stick is bin 0, a horizontal one the last bin."""
+    t = np.linspace(-1, 1, 20)
+    vertical = np.stack([0 * t, t, 0 * t], 1)
+    horizontal = np.stack([t, 0 * t, 0.01 * t ** 2], 1)
+    points = np.concatenate([vertical, horizontal])[None]
+    part = np.array([[0] * 20 + [1] * 20])
+    labels = PartTeacher(num_parts=2, pose_bins=3).point_labels(points, part)
+    assert (labels[0, :20] == 0).all() and (labels[0, 20:] == 1 * 3 + 2).all()

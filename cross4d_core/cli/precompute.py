@@ -17,6 +17,8 @@ def register(subparsers) -> None:
     parser.add_argument("--teacher", choices=["dinov2", "vjepa2", "parts"], default="dinov2",
                         help="parts: the synthetic part teacher (render mode, datasets with part labels; NOT a "
                              "foundation model: a stand-in with known semantics)")
+    parser.add_argument("--pose-bins", type=int, default=3,
+                        help="parts teacher: orientation bins per part (1: part labels only)")
     parser.add_argument("--model", default="facebook/dinov2-large",
                         help="Hugging Face id or local directory (dinov2 / vjepa2)")
     parser.add_argument("--source", choices=["render", "camera"], default="render")
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         part_names = clips.dataset.manifest.get("part_names")
         if not part_names:
             raise ValueError(f"{args.dataset} has no part labels (manifest part_names); the part teacher needs them")
-        teacher = PartTeacher(len(part_names), seed=args.seed, device=args.device)
+        teacher = PartTeacher(len(part_names), pose_bins=args.pose_bins, seed=args.seed, device=args.device)
     else:
         teacher = load_teacher(args.teacher, args.model, device=args.device,
                                dtype=torch.bfloat16 if args.bf16 else None, **kwargs)

@@ -59,7 +59,7 @@ def correspond_clip(clip: Clip, teacher: Teacher, source: str, image_size: int =
         if teacher.input_kind == "part_labels":
             if clip.part is None:
                 raise CorrespondenceError("the part teacher needs per-point part labels; this clip has none")
-            return out.label_images(clip.part), out.correspondence
+            return out.label_images(teacher.point_labels(clip.points, clip.part)), out.correspondence
         return out.images, out.correspondence
     if teacher.input_kind != "rgb":
         raise CorrespondenceError(f"camera mode needs an RGB teacher; {teacher.name} reads {teacher.input_kind}")
