@@ -13,6 +13,7 @@ Each writes ``<name>_results.json`` into its output directory.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -58,38 +59,70 @@ def _clip_sets(dataset_root: str, data, model_config, with_train: bool = True):
     return train, test
 
 
+@dataclasses.dataclass
+class FrozenEvaluation:
+    """What every frozen-encoder protocol starts from: its run config, the encoder and its
+    ``config.json``, the device and the train / test clip sets."""
+
+    config: object
+    encoder: object
+    meta: dict
+    device: object
+    train: object
+    test: object
+
+    @classmethod
+    def load(cls, args, config_class) -> "FrozenEvaluation":
+        from cross4d_core.training.checkpoint import load_encoder
+        from cross4d_core.training.config import load_config
+        from cross4d_core.training.distributed import resolve_device
+
+        config = load_config(config_class, args.config, args.overrides)
+        device = resolve_device(config.device)
+        encoder, meta = load_encoder(args.checkpoint, device)
+        train, test = _clip_sets(args.dataset, config.data, encoder.config)
+        return cls(config, encoder, meta, device, train, test)
+
+    def write(self, args, protocol: str, results: dict, out: Path | None = None) -> Path:
+        """Add the provenance fields and write ``<out>/<protocol>_results.json`` (default out:
+        ``--out``, else the checkpoint)."""
+        from cross4d_core.evaluation.protocols import dataset_report
+        from cross4d_core.fileio import write_json_atomic
+        from cross4d_core.training.config import config_to_dict
+
+        results.update({"protocol": protocol, "checkpoint": str(Path(args.checkpoint).resolve()),
+                        "model_id": self.meta.get("model_id"), "dataset": str(Path(args.dataset).resolve()),
+                        "train_data": dataset_report(self.train), "test_data": dataset_report(self.test),
+                        "config": config_to_dict(self.config)})
+        out = out or (Path(args.out) if args.out else Path(args.checkpoint))
+        write_json_atomic(out / f"{protocol}_results.json", results)
+        return out
+
+
 def _probe(args, kind: str) -> int:
     from cross4d_core.evaluation.config import ProbeRunConfig
     from cross4d_core.evaluation.protocols import run_linear_probe
-    from cross4d_core.fileio import write_json_atomic
-    from cross4d_core.training.checkpoint import load_encoder, save_classifier, save_encoder
-    from cross4d_core.training.config import config_to_dict, load_config
-    from cross4d_core.training.distributed import resolve_device
+    from cross4d_core.training.checkpoint import save_classifier, save_encoder
 
-    config = load_config(ProbeRunConfig, args.config, args.overrides)
-    device = resolve_device(config.device)
-    encoder, meta = load_encoder(args.checkpoint, device)
-    train, test = _clip_sets(args.dataset, config.data, encoder.config)
-    labels = train.label_names
-    results, head = run_linear_probe(encoder, train, test, len(labels), config.probe, device=device,
-                                     amp=config.amp, batch_size=config.data.batch_size)
+    run = FrozenEvaluation.load(args, ProbeRunConfig)
+    labels = run.train.label_names
+    results, head = run_linear_probe(run.encoder, run.train, run.test, len(labels), run.config.probe,
+                                     device=run.device, amp=run.config.amp, batch_size=run.config.data.batch_size)
     default_out = Path(args.checkpoint) if kind == "probe" else \
         Path(args.checkpoint) / f"transfer_{Path(args.dataset).resolve().name}"
     out = Path(args.out) if args.out else default_out
     if out.resolve() != Path(args.checkpoint).resolve():
         out.mkdir(parents=True, exist_ok=True)
-        save_encoder(out, encoder.cpu(), model_id=meta.get("model_id", ""), normalisation=meta.get("normalisation"),
-                     extra={k: v for k, v in meta.items() if k not in ("model_config", "label_names")})
-    normalisation = dict(train.dataset.manifest.get("normalisation") or {})
+        save_encoder(out, run.encoder.cpu(), model_id=run.meta.get("model_id", ""),
+                     normalisation=run.meta.get("normalisation"),
+                     extra={k: v for k, v in run.meta.items() if k not in ("model_config", "label_names")})
+    normalisation = dict(run.train.dataset.manifest.get("normalisation") or {})
     save_classifier(out, head, labels, extra={"normalisation": normalisation,
                                               "probe_data": str(Path(args.dataset).resolve()),
-                                              "frames": train.frames, "num_points": train.num_points})
-    results.update({"protocol": kind, "checkpoint": str(Path(args.checkpoint).resolve()),
-                    "model_id": meta.get("model_id"), "pretrain_data": meta.get("pretrain_data"),
-                    "objective": meta.get("objective"), "teacher": meta.get("teacher"),
-                    "dataset": str(Path(args.dataset).resolve()), "label_names": labels,
-                    "config": config_to_dict(config)})
-    write_json_atomic(out / f"{kind}_results.json", results)
+                                              "frames": run.train.frames, "num_points": run.train.num_points})
+    results.update({"pretrain_data": run.meta.get("pretrain_data"), "objective": run.meta.get("objective"),
+                    "teacher": run.meta.get("teacher"), "label_names": labels})
+    run.write(args, kind, results, out)
     for name in ("probe", "paper_probe"):
         if name in results:
             print(probe_line(f"{kind} ({'converged L-BFGS' if name == 'probe' else 'paper recipe'})",
@@ -181,54 +214,31 @@ def run_finetune(args) -> int:
 @_guard
 def run_segment(args) -> int:
     from cross4d_core.evaluation.config import SegmentRunConfig
-    from cross4d_core.evaluation.protocols import dataset_report
     from cross4d_core.evaluation.segmentation import run_segmentation_probe
-    from cross4d_core.fileio import write_json_atomic
-    from cross4d_core.training.checkpoint import load_encoder
-    from cross4d_core.training.config import config_to_dict, load_config
-    from cross4d_core.training.distributed import resolve_device
 
-    config = load_config(SegmentRunConfig, args.config, args.overrides)
-    device = resolve_device(config.device)
-    encoder, meta = load_encoder(args.checkpoint, device)
-    train, test = _clip_sets(args.dataset, config.data, encoder.config)
-    part_names = train.dataset.manifest.get("part_names")
-    results, _ = run_segmentation_probe(encoder, train, test, len(part_names) if part_names else None,
-                                        config.segment, device=device, amp=config.amp)
+    run = FrozenEvaluation.load(args, SegmentRunConfig)
+    part_names = run.train.dataset.manifest.get("part_names")
+    results, _ = run_segmentation_probe(run.encoder, run.train, run.test, len(part_names) if part_names else None,
+                                        run.config.segment, device=run.device, amp=run.config.amp)
     if not results:
         raise ValueError(f"{args.dataset}: clips carry neither part labels nor tracks; nothing to evaluate")
-    results.update({"protocol": "segment", "checkpoint": str(Path(args.checkpoint).resolve()),
-                    "model_id": meta.get("model_id"), "dataset": str(Path(args.dataset).resolve()),
-                    "part_names": part_names, "train_data": dataset_report(train), "test_data": dataset_report(test),
-                    "config": config_to_dict(config)})
-    out = Path(args.out) if args.out else Path(args.checkpoint)
-    write_json_atomic(out / "segment_results.json", results)
-    print(f"segment: mIoU {results.get('miou')}, correspondence {results.get('correspondence')} -> {out}")
+    results["part_names"] = part_names
+    out = run.write(args, "segment", results)
+    print(f"segment: mIoU {results.get('miou')}, mAcc {results.get('macc')}, OA {results.get('overall_accuracy')}, "
+          f"correspondence {results.get('correspondence')} -> {out}")
     return 0
 
 
 @_guard
 def run_robustness(args) -> int:
     from cross4d_core.evaluation.config import RobustnessRunConfig
-    from cross4d_core.evaluation.protocols import dataset_report
     from cross4d_core.evaluation.robustness import run_robustness as robustness
-    from cross4d_core.fileio import write_json_atomic
-    from cross4d_core.training.checkpoint import load_encoder
-    from cross4d_core.training.config import config_to_dict, load_config
-    from cross4d_core.training.distributed import resolve_device
 
-    config = load_config(RobustnessRunConfig, args.config, args.overrides)
-    device = resolve_device(config.device)
-    encoder, meta = load_encoder(args.checkpoint, device)
-    train, test = _clip_sets(args.dataset, config.data, encoder.config)
-    results = robustness(encoder, train, test, len(train.label_names), config.robustness, config.probe,
-                         device=device, amp=config.amp, batch_size=config.data.batch_size)
-    results.update({"protocol": "robustness", "checkpoint": str(Path(args.checkpoint).resolve()),
-                    "model_id": meta.get("model_id"), "dataset": str(Path(args.dataset).resolve()),
-                    "train_data": dataset_report(train), "test_data": dataset_report(test),
-                    "config": config_to_dict(config)})
-    out = Path(args.out) if args.out else Path(args.checkpoint)
-    write_json_atomic(out / "robustness_results.json", results)
+    run = FrozenEvaluation.load(args, RobustnessRunConfig)
+    results = robustness(run.encoder, run.train, run.test, len(run.train.label_names), run.config.robustness,
+                         run.config.probe, device=run.device, amp=run.config.amp,
+                         batch_size=run.config.data.batch_size)
+    out = run.write(args, "robustness", results)
     for row in results["results"]:
         print(f"robustness {row['kind']}={row['value']:g} ({row['frames']} frames x {row['points']} points): "
               f"test video accuracy {row['video_accuracy']:.4f}")
