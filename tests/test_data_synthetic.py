@@ -84,7 +84,7 @@ def test_points_depth_rgb_are_pixel_aligned():
 
 def test_tracks_belong_to_one_part_and_move_rigidly_with_it():
     v = synthetic_video(seed=0, subject=0, action=0, repetition=0, frames=12,
-                        config=SyntheticConfig(noise=0.0))  # wave_left: the arm moves a lot
+                        config=SyntheticConfig(noise=0.0, clutter=2))  # wave_left: the arm moves a lot
     track = np.concatenate(v.track)
     part = np.concatenate(v.part)
     body = part != SCENE_PART
@@ -196,7 +196,8 @@ def test_nuisance_ranges_and_clutter_follow_the_config():
     # some clutter stands in front of the subject: scene points nearer than the body's median depth
     occluded = 0
     for rep in range(6):
-        v = synthetic_video(0, 0, 5, rep, frames=1, config=SyntheticConfig(width=160, height=120, focal=142.5))
+        v = synthetic_video(0, 0, 5, rep, frames=1, config=SyntheticConfig(width=160, height=120, focal=142.5,
+                                                                         clutter=2))
         scene = v.part[0] == SCENE_PART
         occluded += int(scene.any() and np.median(v.points[0][~scene, 2]) > v.points[0][scene, 2].min())
     assert occluded >= 1
