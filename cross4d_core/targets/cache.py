@@ -16,8 +16,8 @@ Layout of a cache directory::
         report.json               clips of this shard left out (with the reason), the
                                   number of non-finite points (kept, invisible) and the
                                   shard's sums of clip targets and visible-point targets
-    manifest.json             written last: teacher, image size, d_p, projection, source,
-                              counts, the mean clip target and mean point target (the
+    manifest.json             written last: format "cross4d-target-cache", teacher, image
+                              size, d_p, projection, source, counts, the mean clip target and mean point target (the
                               objectives' optional centring) and their spread statistics
 
 Reads are memory-mapped (``np.load(mmap_mode="r")``), opened lazily per process.
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from cross4d_core.fileio import atomic_directory, write_json_atomic
+from cross4d_core.manifests import TARGET_CACHE_FORMAT
 from cross4d_core.targets.projection import FeatureProjection
 
 CACHE_FORMAT_VERSION = 1
@@ -114,6 +115,7 @@ class TargetCacheWriter:
                                           report["point_target_sum"])
                 clip_targets.append(np.load(shard / "clip_target.npy", allow_pickle=False))
         manifest = {
+            "format": TARGET_CACHE_FORMAT,
             "format_version": CACHE_FORMAT_VERSION,
             **self.config,
             "shards": [{"name": s.name, "clips": c} for s, c in zip(shards, counts)],
