@@ -14,18 +14,25 @@ import torch
 from benchmarks.common import Report
 
 
-def _items(config, n: int, d_p: int = 384, grid: int = 81) -> list[dict]:
+def _items(config, n: int, d_p: int = 384, grid: int = 81) -> list:
+    """Random cache items: every point visible with probability 1/2, targets in a ``T x grid`` table."""
+    from cross4d_core.targets import ClipTargets
+
     g = torch.Generator().manual_seed(0)
     T, N = config.num_frames, config.num_points
-    return [{"points": torch.rand(T, N, 3, generator=g), "slot": torch.arange(T)[:, None].expand(T, N).clone(),
-             "patch": torch.randint(0, grid, (T, N), generator=g), "visible": torch.rand(T, N, generator=g) < 0.5,
-             "grids": torch.randn(T, grid, d_p, generator=g).half(), "clip_target": torch.randn(d_p, generator=g),
-             "label": torch.tensor(0), "video": torch.tensor(i)} for i in range(n)]
+    rows = torch.randint(0, T * grid, (n, T, N), generator=g)
+    visible = torch.rand(n, T, N, generator=g) < 0.5
+    return [ClipTargets(points=torch.rand(T, N, 3, generator=g), target_index=torch.where(visible[i], rows[i], -1),
+                        features=torch.randn(T * grid, d_p, generator=g).half(),
+                        clip_target=torch.randn(d_p, generator=g), label=torch.tensor(0), video=torch.tensor(i),
+                        start=torch.tensor(0), clip=torch.tensor(i))
+            for i in range(n)]
 
 
 def _bench(report: Report, name: str, model_config, batch: int, device: str, repeats: int) -> None:
     from cross4d_core.models import Point4DEncoder
     from cross4d_core.objectives import build_objective
+    from cross4d_core.targets import TargetBatch
     from cross4d_core.training import TrainConfig, Trainer, load_config
 
     with tempfile.TemporaryDirectory() as out:
@@ -34,9 +41,8 @@ def _bench(report: Report, name: str, model_config, batch: int, device: str, rep
         torch.manual_seed(0)
         objective = build_objective("dense", Point4DEncoder(model_config), {"target_dim": 384})
         items = _items(model_config, 2 * batch)
-        trainer = Trainer(cfg, objective, items)
-        collated = torch.utils.data.default_collate(items[:batch])
-        batch_on_device = {k: v.to(trainer.device) for k, v in collated.items()}
+        trainer = Trainer(cfg, objective, items, collate_fn=TargetBatch.collate)
+        batch_on_device = TargetBatch.collate(items[:batch]).to(trainer.device)
 
         def step():
             trainer.train_step(batch_on_device, step=10)

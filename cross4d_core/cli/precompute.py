@@ -43,7 +43,7 @@ def register(subparsers) -> None:
                         help="camera mode, dinov2: resize the shorter image side to this (default 224)")
     parser.add_argument("--crop", type=int, default=None, help="camera mode, dinov2: square centre crop (default 224)")
     parser.add_argument("--depth-tolerance", type=float, default=0.05, help="camera-mode occlusion tolerance (m)")
-    parser.add_argument("--shard-size", type=int, default=64)
+    parser.add_argument("--shard-size", type=int, default=64, help="videos per atomically written shard")
     parser.add_argument("--overwrite", action="store_true", help="discard an existing cache with other settings")
     parser.set_defaults(func=run)
 
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         shard_size=args.shard_size, overwrite=args.overwrite, progress=True, views=views,
         dataset_info={"root": str(args.dataset), "split": args.split, "frames": args.frames,
                       "frame_step": args.frame_step, "clip_stride": args.clip_stride, "num_points": args.num_points,
-                      "seed": args.seed},
+                      "seed": args.seed, "normalisation": clips.dataset.manifest.get("normalisation") or {}},
     )
     print(f"precompute: {args.out}: " + json.dumps(manifest["counts"]))
     return 0

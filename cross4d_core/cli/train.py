@@ -56,24 +56,42 @@ def build_model_config(model_cfg):
     raise ValueError(f"model.preset must be 'paper' or 'tiny', got {model_cfg.preset!r}")
 
 
-def build_pretrain_dataset(data_cfg):
-    """The training dataset: a target cache (``source: targets``) or clips (``source: clips``)."""
+@dataclasses.dataclass
+class PretrainData:
+    """What pretraining reads: the dataset, the ``collate_fn`` that makes the objectives' typed
+    batch of its items, and provenance."""
+
+    dataset: object
+    collate_fn: object
+    d_p: int | None = None
+    teacher: str | None = None
+    normalisation: dict = dataclasses.field(default_factory=dict)
+    target_means: dict = dataclasses.field(default_factory=dict)
+
+
+def build_pretrain_dataset(config) -> PretrainData:
+    """The training data of a :class:`TrainConfig`: a target cache (``data.source: targets``)
+    or plain clips (``clips``)."""
+    data_cfg = config.data
     if not data_cfg.path:
         raise ValueError("data.path is empty: set it in the config or with --set data.path=DIR")
     if data_cfg.source == "targets":
         from cross4d_core.targets import TargetCache
-        return TargetCache(data_cfg.path)
-    if data_cfg.source == "clips":
-        from cross4d_core.data.clips import ClipDataset
-        return ClipDataset(data_cfg.path, split=data_cfg.split, frames=data_cfg.frames,
-                           frame_step=data_cfg.frame_step, clip_stride=data_cfg.clip_stride,
-                           num_points=data_cfg.num_points, short_video=data_cfg.short_video)
-    raise ValueError(f"data.source must be 'targets' or 'clips', got {data_cfg.source!r}")
 
+        cache = TargetCache(data_cfg.path)
+        m = cache.manifest
+        return PretrainData(cache, cache.collate, d_p=int(m["d_p"]), teacher=m["teacher"]["name"],
+                            normalisation=dict((m.get("dataset") or {}).get("normalisation") or {}),
+                            target_means={k: cache.target_mean(k) for k in ("clip_target", "point_target")})
+    if data_cfg.source != "clips":
+        raise ValueError(f"data.source must be 'targets' or 'clips', got {data_cfg.source!r}")
+    from cross4d_core.data.clips import ClipDataset
+    from cross4d_core.targets import ClipBatch
 
-def _normalisation(dataset) -> dict:
-    manifest = getattr(getattr(dataset, "dataset", None), "manifest", None) or getattr(dataset, "manifest", {})
-    return dict(manifest.get("normalisation") or {})
+    clips = ClipDataset(data_cfg.path, split=data_cfg.split, frames=data_cfg.frames,
+                        frame_step=data_cfg.frame_step, clip_stride=data_cfg.clip_stride,
+                        num_points=data_cfg.num_points, short_video=data_cfg.short_video)
+    return PretrainData(clips, ClipBatch.collate, normalisation=dict(clips.dataset.manifest.get("normalisation") or {}))
 
 
 def pretrain(config, resume: bool = False) -> dict:
@@ -92,34 +110,32 @@ def pretrain(config, resume: bool = False) -> dict:
     model_config = build_model_config(config.model)
     encoder = Point4DEncoder(model_config)
     options = dict(config.objective.options)
-    dataset, target_mean = None, None
+    data, target_mean = None, None
     if config.objective.name != "none":
-        dataset = build_pretrain_dataset(config.data)
-        d_p = getattr(dataset, "manifest", {}).get("d_p")
-        if d_p is not None:
-            options.setdefault("target_dim", int(d_p))
-        if hasattr(dataset, "target_mean"):
-            target_mean = dataset.target_mean("clip_target" if config.objective.name == "global" else "point_target")
+        data = build_pretrain_dataset(config)
+        if data.d_p is not None:
+            options.setdefault("target_dim", data.d_p)
+        target_mean = data.target_means.get("clip_target" if config.objective.name == "global" else "point_target")
     objective = build_objective(config.objective.name, encoder, options, target_mean)
     out = Path(config.out_dir)
     results: dict = {"objective": config.objective.name, "config": config_to_dict(config),
                      "model_config": model_config.to_dict(), "parameters": count_parameters(encoder),
                      "world_size": info.world_size, "device": str(info.device)}
     if getattr(objective, "requires_training", True):
-        trainer = Trainer(config, objective, dataset, dist_info=info)
+        trainer = Trainer(config, objective, data.dataset, collate_fn=data.collate_fn, dist_info=info)
         result = trainer.fit(resume=resume)
         results.update({"steps": result.step, "epochs_completed": result.epoch,
                         "epoch_losses": result.epoch_losses, "step_losses": result.step_losses,
                         "final_loss": result.step_losses[-1] if result.step_losses else None,
                         "clips_per_second": result.clips_per_second, "wall_time_s": result.wall_time_s,
                         "checkpoint": result.checkpoint, "resumed_from": result.resumed_from,
-                        "train_items": len(dataset)})
+                        "train_items": len(data.dataset)})
     if info.is_main:
         model_id = f"point4d-{config.objective.name}-{out.resolve().name}"
-        teacher = (getattr(dataset, "manifest", None) or {}).get("teacher", {}).get("name")
-        pretrain_data = str(Path(config.data.path).resolve()) if dataset is not None else None
+        teacher = data.teacher if data is not None else None
+        pretrain_data = str(Path(config.data.path).resolve()) if data is not None else None
         save_encoder(out, objective.encoder.cpu(), model_id=model_id,
-                     normalisation=_normalisation(dataset) if dataset is not None else {},
+                     normalisation=data.normalisation if data is not None else {},
                      extra={"objective": config.objective.name, "pretrain_data": pretrain_data, "teacher": teacher})
         results.update({"model_id": model_id, "teacher": teacher})
         write_json_atomic(out / "pretrain_results.json", results)

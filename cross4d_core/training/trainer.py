@@ -1,6 +1,7 @@
 """The training loop shared by pretraining and fine-tuning.
 
-The trained module is any ``nn.Module`` whose ``forward(batch: dict)`` returns the loss
+The trained module is any ``nn.Module`` whose ``forward(batch)`` (a collated batch: a
+typed ``ClipBatch`` / ``TargetBatch`` for the objectives, a dict for fine-tuning) returns the loss
 and a dict of scalar metrics, either as an object with ``.loss`` / ``.metrics`` (the
 objectives' ``ObjectiveOutput``) or as a ``(loss, metrics)`` tuple; an optional
 ``after_step()`` runs after every optimizer step (EMA updates). The same code runs as
@@ -12,6 +13,7 @@ checkpoint stores every rank's RNG states and the position inside the epoch.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -90,8 +92,8 @@ def _unpack(output: Any) -> tuple[torch.Tensor, dict[str, Any]]:
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
+    if isinstance(batch, torch.Tensor) or (dataclasses.is_dataclass(batch) and hasattr(batch, "to")):
+        return batch.to(device, non_blocking=True)  # tensors and typed batches (ClipBatch, TargetBatch)
     if isinstance(batch, dict):
         return {k: _to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
@@ -123,7 +125,7 @@ class Trainer:
     Args:
         config: the run configuration (``optim``, ``data.batch_size`` = global batch, ...).
         model: the training module (objective or classifier); moved to the device.
-        dataset: map-style dataset of dict items; collated with ``collate_fn``.
+        dataset: map-style dataset; its items are collated with ``collate_fn``.
         dist_info: process-group info; by default initialised from ``torchrun``'s env vars.
     """
 
