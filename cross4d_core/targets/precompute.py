@@ -1,8 +1,8 @@
 """``precompute_targets``: correspondence + frozen teacher + projection -> target cache.
 
-The teacher runs once per stored frame here and never during training; the same functions
-(:func:`correspond_clip`, :func:`teacher_grids`, :func:`target_record`) make the targets
-``distill_node`` records.
+The teacher runs once per stored frame here and never during cached training; the same
+functions (:func:`correspond_clip`, :func:`teacher_grids`, :func:`target_record`) make the
+targets of online-teacher training (:mod:`cross4d_core.targets.online`) and of ``distill_node``.
 """
 from __future__ import annotations
 

@@ -126,17 +126,21 @@ class Trainer:
         config: the run configuration (``optim``, ``data.batch_size`` = global batch, ...).
         model: the training module (objective or classifier); moved to the device.
         dataset: map-style dataset; its items are collated with ``collate_fn``.
+        prepare_batch: applied to each batch on the device before the forward (outside
+            autocast and autograd), e.g. the frozen teacher of online-teacher training.
         dist_info: process-group info; by default initialised from ``torchrun``'s env vars.
     """
 
     def __init__(self, config: TrainConfig, model: nn.Module, dataset: Dataset, *,
-                 collate_fn: Callable | None = None, dist_info: DistInfo | None = None):
+                 collate_fn: Callable | None = None, prepare_batch: Callable[[Any], Any] | None = None,
+                 dist_info: DistInfo | None = None):
         self.config = config
         self.dist = dist_info or init_distributed(config.device)
         self.device = self.dist.device
         self.module = model.to(self.device)
         self.dataset = dataset
         self.collate_fn = collate_fn
+        self.prepare_batch = prepare_batch
         world = self.dist.world_size
         if config.epochs < 1 or (config.max_steps is not None and config.max_steps < 1):
             raise ValueError(f"epochs={config.epochs} and max_steps={config.max_steps} must be >= 1 "
@@ -217,6 +221,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batch = _to_device(batch, self.device)
+        if self.prepare_batch is not None:
+            batch = self.prepare_batch(batch)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             loss, metrics = _unpack(self.wrapped(batch))
         names = sorted(metrics)
