@@ -14,19 +14,23 @@ import torch
 from benchmarks.common import Report
 
 
-def _items(config, n: int, d_p: int = 384, grid: int = 81) -> list:
-    """Random cache items: every point visible with probability 1/2, targets in a ``T x grid`` table."""
+def synthetic_items(config, n: int, d_p: int = 384, grid: int = 81, first: int = 0) -> list:
+    """Target-cache items ``first .. first + n - 1`` (:class:`ClipTargets`, what the trainer reads;
+    collate with ``TargetBatch.collate``) of random points and targets for a model config: every
+    point visible with probability 1/2, rows into a ``T x grid`` table; item ``i`` depends on ``i`` only."""
     from cross4d_core.targets import ClipTargets
 
-    g = torch.Generator().manual_seed(0)
     T, N = config.num_frames, config.num_points
-    rows = torch.randint(0, T * grid, (n, T, N), generator=g)
-    visible = torch.rand(n, T, N, generator=g) < 0.5
-    return [ClipTargets(points=torch.rand(T, N, 3, generator=g), target_index=torch.where(visible[i], rows[i], -1),
-                        features=torch.randn(T * grid, d_p, generator=g).half(),
-                        clip_target=torch.randn(d_p, generator=g), label=torch.tensor(0), video=torch.tensor(i),
-                        start=torch.tensor(0), clip=torch.tensor(i))
-            for i in range(n)]
+    items = []
+    for i in range(first, first + n):
+        g = torch.Generator().manual_seed(i)
+        rows = torch.randint(0, T * grid, (T, N), generator=g)
+        items.append(ClipTargets(points=torch.rand(T, N, 3, generator=g),
+                                 target_index=torch.where(torch.rand(T, N, generator=g) < 0.5, rows, -1),
+                                 features=torch.randn(T * grid, d_p, generator=g).half(),
+                                 clip_target=torch.randn(d_p, generator=g), label=torch.tensor(0),
+                                 video=torch.tensor(i), start=torch.tensor(0), clip=torch.tensor(i)))
+    return items
 
 
 def _bench(report: Report, name: str, model_config, batch: int, device: str, repeats: int) -> None:
@@ -40,7 +44,7 @@ def _bench(report: Report, name: str, model_config, batch: int, device: str, rep
                                               "epochs=1", "progress=false", "tensorboard=false"])
         torch.manual_seed(0)
         objective = build_objective("dense", Point4DEncoder(model_config), {"target_dim": 384})
-        items = _items(model_config, 2 * batch)
+        items = synthetic_items(model_config, 2 * batch)
         trainer = Trainer(cfg, objective, items, collate_fn=TargetBatch.collate)
         batch_on_device = TargetBatch.collate(items[:batch]).to(trainer.device)
 
