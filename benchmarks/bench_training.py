@@ -14,18 +14,29 @@ import torch
 from benchmarks.common import Report
 
 
-def _items(config, n: int, d_p: int = 384, grid: int = 81) -> list[dict]:
-    g = torch.Generator().manual_seed(0)
+def synthetic_items(config, n: int, d_p: int = 384, grid: int = 81, first: int = 0) -> list:
+    """Target-cache items ``first .. first + n - 1`` (:class:`ClipTargets`, what the trainer reads;
+    collate with ``TargetBatch.collate``) of random points and targets for a model config: every
+    point visible with probability 1/2, rows into a ``T x grid`` table; item ``i`` depends on ``i`` only."""
+    from cross4d_core.targets import ClipTargets
+
     T, N = config.num_frames, config.num_points
-    return [{"points": torch.rand(T, N, 3, generator=g), "slot": torch.arange(T)[:, None].expand(T, N).clone(),
-             "patch": torch.randint(0, grid, (T, N), generator=g), "visible": torch.rand(T, N, generator=g) < 0.5,
-             "grids": torch.randn(T, grid, d_p, generator=g).half(), "clip_target": torch.randn(d_p, generator=g),
-             "label": torch.tensor(0), "video": torch.tensor(i)} for i in range(n)]
+    items = []
+    for i in range(first, first + n):
+        g = torch.Generator().manual_seed(i)
+        rows = torch.randint(0, T * grid, (T, N), generator=g)
+        items.append(ClipTargets(points=torch.rand(T, N, 3, generator=g),
+                                 target_index=torch.where(torch.rand(T, N, generator=g) < 0.5, rows, -1),
+                                 features=torch.randn(T * grid, d_p, generator=g).half(),
+                                 clip_target=torch.randn(d_p, generator=g), label=torch.tensor(0),
+                                 video=torch.tensor(i), start=torch.tensor(0), clip=torch.tensor(i)))
+    return items
 
 
 def _bench(report: Report, name: str, model_config, batch: int, device: str, repeats: int) -> None:
     from cross4d_core.models import Point4DEncoder
     from cross4d_core.objectives import build_objective
+    from cross4d_core.targets import TargetBatch
     from cross4d_core.training import TrainConfig, Trainer, load_config
 
     with tempfile.TemporaryDirectory() as out:
@@ -33,10 +44,9 @@ def _bench(report: Report, name: str, model_config, batch: int, device: str, rep
                                               "epochs=1", "progress=false", "tensorboard=false"])
         torch.manual_seed(0)
         objective = build_objective("dense", Point4DEncoder(model_config), {"target_dim": 384})
-        items = _items(model_config, 2 * batch)
-        trainer = Trainer(cfg, objective, items)
-        collated = torch.utils.data.default_collate(items[:batch])
-        batch_on_device = {k: v.to(trainer.device) for k, v in collated.items()}
+        items = synthetic_items(model_config, 2 * batch)
+        trainer = Trainer(cfg, objective, items, collate_fn=TargetBatch.collate)
+        batch_on_device = TargetBatch.collate(items[:batch]).to(trainer.device)
 
         def step():
             trainer.train_step(batch_on_device, step=10)

@@ -9,26 +9,33 @@ import torch
 
 
 def correspondence_overlay(cache: Path, out: Path, frame: int | None = None) -> Path:
-    """Re-render clip 0 of the target cache with the same virtual camera the precompute fitted
-    and draw its points, coloured by patch, on the depth-shaded image the teacher saw."""
-    from cross4d_core.correspondence.render import fit_virtual_camera, render_correspondence
+    """Re-render the first stored video of the target cache with the virtual cameras the
+    precompute fitted (the cache's ``views``, fitted to the video's stored frames), check that
+    the correspondence matches the cached cells, and draw a frame's points, coloured by patch,
+    on the depth-shaded image the teacher saw from the first camera."""
+    from cross4d_core.correspondence import RenderViews, render_clip
     from cross4d_core.geometry.projection import project_points
     from cross4d_core.reporting.figures import plot_correspondence_overlay
     from cross4d_core.targets import TargetCache
 
     targets = TargetCache(cache)
-    item = targets[0]
-    points = item["points"]
-    image_size = int(targets.manifest["image_size"])
-    patch_size = int(targets.manifest["teacher"]["patch_size"])
-    camera = fit_virtual_camera(points, image_size)
-    images, corr = render_correspondence(points, image_size=image_size, patch=patch_size, camera=camera)
-    if not torch.equal(corr.patch, item["patch"]):
+    record = targets.video_record(0)
+    manifest = targets.manifest
+    image_size, patch_size = int(manifest["image_size"]), int(manifest["teacher"]["patch_size"])
+    tubelet = int(manifest["teacher"]["tubelet"])
+    views = RenderViews(**{k: tuple(v) if isinstance(v, list) else v for k, v in (manifest.get("views") or {}).items()})
+    render = render_clip(record.points, image_size, patch_size, tubelet=tubelet, views=views)
+    corr = render.correspondence
+    cells = corr.slot * (corr.grid_size[0] * corr.grid_size[1]) + corr.patch
+    cached = torch.where(record.target >= 0, record.cell[record.target.clamp_min(0)], -1)
+    if not torch.equal(torch.where(corr.visible, cells, -1), cached):
         raise RuntimeError(f"{cache}: re-rendered correspondence differs from the cached one")
-    t = points.shape[0] // 2 if frame is None else frame
-    uv = project_points(points[t], camera).uv
-    return plot_correspondence_overlay(images[t].numpy(), uv.numpy(), corr.patch[t].numpy(), corr.visible[t].numpy(),
-                                       corr.grid_size, patch_size, out)
+    F = record.points.shape[0]
+    t = F // 2 if frame is None else frame
+    first_view = corr.visible[t] & (corr.slot[t] < -(-F // tubelet))
+    uv = project_points(record.points[t], render.cameras[0]).uv
+    return plot_correspondence_overlay(render.images[t].numpy(), uv.numpy(), corr.patch[t].numpy(),
+                                       first_view.numpy(), corr.grid_size, patch_size, out)
 
 
 @torch.inference_mode()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,7 +21,7 @@ from std_msgs.msg import Header
 
 from cross4d_core.correspondence import fit_virtual_camera
 from cross4d_core.geometry.projection import pixel_of, project_points
-from cross4d_core.targets import FeatureProjection, TargetCacheWriter
+from cross4d_core.targets import FeatureProjection, TargetCacheWriter, TargetRecord, cache_config
 from cross4d_core.targets.precompute import correspond_clip, target_record
 from cross4d_core.types import Clip
 from cross4d_core.windowing import Window
@@ -56,37 +55,30 @@ DISTILL_PARAMS = TORCH_PARAMS + [
 ]
 
 
-def _directory_bytes(root: Path) -> int:
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-
-
 class TargetRecorder:
     """Appends windows + targets to a target cache as atomic shards; resumes after a restart.
 
-    A restart with the same settings continues after the last complete shard (a shard
-    that was being written when the process died never appeared: atomic rename). ``add``
-    (worker thread) and ``flush`` (also called by ``stop``) are serialised by a lock.
+    Each recorded window is one stored video of one clip (:class:`TargetRecord`). A restart
+    with the same settings continues after the last complete shard (a shard that was being
+    written when the process died never appeared: atomic rename). Every shard costs the same
+    whatever the session's length: the writer commits the manifest from running totals and
+    keeps the byte count. ``add`` (worker thread) and ``flush`` (also called by ``stop``) are
+    serialised by a lock.
     """
 
     def __init__(self, root: str, config: dict, projection: FeatureProjection, shard_windows: int,
                  max_bytes: int) -> None:
         self.writer = TargetCacheWriter(root, config)
-        if self.writer.projection_path.exists():
-            stored = FeatureProjection.load(self.writer.projection_path)
-            if not torch.equal(stored.weight, projection.weight):
-                raise ValueError(f"{self.writer.projection_path}: stored projection differs from the configured one")
-        else:
-            projection.save(self.writer.projection_path)
-        shards = sorted((self.writer.root / "shards").glob("shard-*"))
-        self.next_shard = len([s for s in shards if s.is_dir()])
+        self.writer.use_projection(projection)
+        self.next_shard = self.writer.num_shards
         self.shard_windows, self.max_bytes = shard_windows, max_bytes
-        self.records: list[dict] = []
+        self.records: list[TargetRecord] = []
         self.recorded = 0
-        self.bytes = _directory_bytes(self.writer.root)
+        self.bytes = self.writer.bytes
         self.full = self.bytes >= max_bytes
         self._lock = threading.Lock()
 
-    def add(self, record: dict) -> None:
+    def add(self, record: TargetRecord) -> None:
         with self._lock:
             if self.full:
                 return
@@ -101,12 +93,12 @@ class TargetRecorder:
     def _flush(self) -> None:
         if not self.records:
             return
-        self.writer.write_shard(self.next_shard, self.records, [], 0)
+        self.writer.write_shard(self.next_shard, self.records)
+        self.writer.commit()
         self.recorded += len(self.records)
         self.records = []
         self.next_shard += 1
-        self.writer.finalize()
-        self.bytes = _directory_bytes(self.writer.root)
+        self.bytes = self.writer.bytes
         self.full = self.bytes >= self.max_bytes
 
 
@@ -132,17 +124,11 @@ class DistillNode(StreamNode):
         self.projection = FeatureProjection.random(self.teacher.feature_dim, p["d_p"], p["projection_seed"])
         self.recorder = None
         if p["record_dir"]:
-            config = {
-                "teacher": {"name": self.teacher.name, "class": type(self.teacher).__name__,
-                            "patch_size": self.teacher.patch_size, "tubelet": self.teacher.tubelet,
-                            "feature_dim": self.teacher.feature_dim},
-                "source": p["correspondence"], "d_p": p["d_p"],
-                "projection": {"kind": "random", "seed": p["projection_seed"]},
-                "image_size": p["render_image_size"] if p["correspondence"] == "render" else None,
-                "splat_radius": 1, "depth_tolerance": p["depth_tolerance"] if p["correspondence"] == "camera" else None,
-                "shard_size": p["shard_windows"], "frames": p["window_length"], "num_points": p["num_points"],
-                "dataset": {"recorded_by": "distill_node", "cloud_topic": p["cloud_topic"]},
-            }
+            config = cache_config(
+                self.teacher, p["correspondence"], p["d_p"], "random", p["projection_seed"],
+                image_size=p["render_image_size"], splat_radius=1, depth_tolerance=p["depth_tolerance"],
+                shard_size=p["shard_windows"], frames=p["window_length"], num_points=p["num_points"],
+                dataset={"recorded_by": "distill_node", "cloud_topic": p["cloud_topic"]})
             self.recorder = TargetRecorder(p["record_dir"], config, self.projection, p["shard_windows"],
                                            p["record_max_bytes"])
             self.get_logger().info(f"recording into {p['record_dir']} from shard {self.recorder.next_shard}")
@@ -200,8 +186,8 @@ class DistillNode(StreamNode):
 
         if self.recorder is not None and window.index >= self._next_record:
             self._next_record = window.index + self.record_every
-            self.recorder.add(target_record(clip.points, corr, feats, self.projection, label=-1,
-                                            video=window.sequence, start=window.index, clip=window.index))
+            self.recorder.add(target_record(clip.points, corr, feats, self.projection, video=window.sequence,
+                                            starts=[window.index], clips=[window.index]))
             if self.recorder.full:
                 self.warn_throttled("recording", f"recording stopped: {self.recorder.writer.root} holds "
                                     f"{self.recorder.bytes} bytes >= record_max_bytes")

@@ -1,4 +1,5 @@
 """Objectives: each learns a tiny fixed problem; the dense loss ignores invisible targets."""
+import dataclasses
 import math
 
 import pytest
@@ -7,24 +8,26 @@ import torch.nn.functional as F
 
 from cross4d_core.models import Point4DConfig, Point4DEncoder
 from cross4d_core.objectives import ObjectiveConfig, build_objective, cosine_distillation_loss, variance_penalty
+from cross4d_core.targets import ClipTargets, TargetBatch
 
 D_P = 16
 
 
-def tiny_batch(seed: int = 0, batch: int = 2, frames: int = 4, n: int = 64, slots: int = 4, patches: int = 9):
+def tiny_batch(seed: int = 0, batch: int = 2, frames: int = 4, n: int = 64, rows: int = 9) -> TargetBatch:
+    """Per-clip target tables of ``rows`` rows; visible points use rows 1.. (row 0 is unused)."""
     g = torch.Generator().manual_seed(seed)
     visible = torch.rand(batch, frames, n, generator=g) < 0.5
-    patch = torch.randint(1, patches, (batch, frames, n), generator=g)
-    return {
-        "points": torch.randn(batch, frames, n, 3, generator=g),
-        "slot": torch.arange(frames).reshape(1, frames, 1).expand(batch, frames, n).clone(),
-        "patch": torch.where(visible, patch, -1),
-        "visible": visible,
-        "grids": torch.randn(batch, slots, patches, D_P, generator=g).half(),
-        "clip_target": torch.randn(batch, D_P, generator=g),
-        "label": torch.zeros(batch, dtype=torch.long),
-        "video": torch.arange(batch),
-    }
+    target_index = torch.randint(1, rows, (batch, frames, n), generator=g)
+    return TargetBatch(
+        points=torch.randn(batch, frames, n, 3, generator=g),
+        label=torch.zeros(batch, dtype=torch.long),
+        video=torch.arange(batch),
+        start=torch.zeros(batch, dtype=torch.long),
+        target_index=torch.where(visible, target_index, -1),
+        features=torch.randn(batch, rows, D_P, generator=g).half(),
+        clip_target=torch.randn(batch, D_P, generator=g),
+        clip=torch.arange(batch),
+    )
 
 
 def make(name: str, seed: int = 0, **config):
@@ -59,17 +62,17 @@ def test_dense_metrics_and_supervision_uses_token_centre_points():
     objective = make("dense")
     batch = tiny_batch(3)
     out = objective(batch)
-    encoded = objective.encoder(batch["points"])
-    token_visible = batch["visible"].gather(2, encoded.token_point_index)
+    encoded = objective.encoder(batch.points)
+    token_visible = batch.visible.gather(2, encoded.token_point_index)
     assert out.metrics["supervised"].item() == token_visible.sum().item()
     assert out.metrics["coverage"].item() == pytest.approx(token_visible.float().mean().item())
-    assert out.metrics["point_coverage"].item() == pytest.approx(batch["visible"].float().mean().item())
-    # cosine = mean over visible token centres of cos(head(token feature), grid[slot, patch] of the centre)
+    assert out.metrics["point_coverage"].item() == pytest.approx(batch.visible.float().mean().item())
+    # cosine = mean over visible token centres of cos(head(token feature), the centre's row of its clip's table)
     predictions = objective.head(encoded.token_features)
     cosines = []
     for b, t, m in torch.nonzero(token_visible).tolist():
         n = int(encoded.token_point_index[b, t, m])
-        target = batch["grids"][b, batch["slot"][b, t, n], batch["patch"][b, t, n]].float()
+        target = batch.features[b, batch.target_index[b, t, n]].float()
         cosines.append(F.cosine_similarity(predictions[b, t, m], target, dim=0).item())
     assert out.metrics["cosine"].item() == pytest.approx(sum(cosines) / len(cosines), abs=1e-5)
 
@@ -78,8 +81,8 @@ def test_dense_loss_ignores_invisible_targets_even_nan():
     objective = make("dense")
     batch = tiny_batch(4)
     reference = objective(batch).loss
-    # Invisible points fall back to patch 0, which no visible point uses: poison it.
-    batch["grids"][:, :, 0] = float("nan")
+    # Invisible points fall back to row 0, which no visible point uses: poison it.
+    batch.features[:, 0] = float("nan")
     poisoned = objective(batch).loss
     assert torch.isfinite(poisoned) and poisoned.item() == reference.item()
 
@@ -115,17 +118,17 @@ def test_variance_penalty_known_values():
 def test_dense_rejects_inconsistent_batches():
     objective = make("dense")
     batch = tiny_batch()
-    batch["patch"] = batch["patch"].clamp_min(0) + 100  # visible points outside the 9-patch grid
-    with pytest.raises(ValueError, match="outside grids"):
-        objective(batch)
-    batch = tiny_batch()
-    del batch["grids"]
-    with pytest.raises(KeyError, match="grids"):
-        objective(batch)
-    batch = tiny_batch()
-    batch["grids"] = batch["grids"][..., :8]
+    items = [ClipTargets(points=batch.points[b], target_index=batch.target_index[b].clamp_min(0) + 100,
+                         features=batch.features[b], clip_target=batch.clip_target[b], label=batch.label[b],
+                         video=batch.video[b], start=batch.start[b], clip=batch.clip[b]) for b in range(2)]
+    with pytest.raises(ValueError, match="target rows up to 108 but a table of 9 rows"):
+        TargetBatch.collate(items)  # visible points outside their clip's table
+    with pytest.raises(TypeError, match="batch must be a TargetBatch, got dict"):
+        objective({"points": batch.points})
+    with pytest.raises(TypeError, match="global objective: batch must be a TargetBatch"):
+        make("global")(batch.points)
     with pytest.raises(ValueError, match="d_p=16"):
-        objective(batch)
+        objective(dataclasses.replace(batch, features=batch.features[..., :8], clip_target=batch.clip_target[:, :8]))
 
 
 def test_intra_ema_update_and_frozen_target():
@@ -171,7 +174,7 @@ def test_dense_under_bf16_autocast_is_finite_and_close():
     assert out.loss.item() == pytest.approx(reference.item(), abs=0.05)
 
 
-@pytest.mark.parametrize("name,key", [("global", "clip_target"), ("dense", "grids")])
+@pytest.mark.parametrize("name,key", [("global", "clip_target"), ("dense", "features")])
 def test_centred_targets_equal_the_loss_on_mean_subtracted_targets(name, key):
     """``centre_targets`` with mean m == the plain objective on targets minus m."""
     batch = tiny_batch(5)
@@ -179,7 +182,7 @@ def test_centred_targets_equal_the_loss_on_mean_subtracted_targets(name, key):
     centred = make(name, centre_targets=True)
     centred.target_mean = mean
     plain = make(name)
-    shifted = dict(batch, **{key: batch[key].float() - mean})
+    shifted = dataclasses.replace(batch, **{key: getattr(batch, key).float() - mean})
     torch.testing.assert_close(centred(batch).loss, plain(shifted).loss)
     with pytest.raises(ValueError, match="centre_targets needs the training set's mean target"):
         make(name, centre_targets=True)(batch)

@@ -197,12 +197,14 @@ def write_run(root: Path, *, objective: str | None, probe: dict[str, float] | No
     data_root = root.parent / "datasets" / dataset
     if not (data_root / "manifest.json").exists():
         data_root.mkdir(parents=True)
-        (data_root / "manifest.json").write_text(json.dumps({"source": dataset, "label_names": ["a", "b"]}))
+        (data_root / "manifest.json").write_text(json.dumps({"format": "cross4d-dataset", "source": dataset,
+                                                             "label_names": ["a", "b"]}))
     pretrain_data = str(data_root)
     if cache_teacher is not None:
         cache = root / "cache"
         cache.mkdir()
-        (cache / "manifest.json").write_text(json.dumps({"teacher": {"name": cache_teacher, "patch_size": 14},
+        (cache / "manifest.json").write_text(json.dumps({"format": "cross4d-target-cache",
+                                                         "teacher": {"name": cache_teacher, "patch_size": 14},
                                                          "dataset": {"root": str(data_root)}}))
         pretrain_data = str(cache)
     meta = {"model_config": {"model_type": "point4d"}, "model_id": f"point4d-{objective}", "label_names": []}
@@ -269,6 +271,20 @@ def test_unknown_metadata_is_reported_not_guessed(tmp_path):
     assert run.provenance["pretrain_dataset"] == "path name (unresolved path)"
     t1 = parse_tables((write_report([tmp_path / "runs"], tmp_path / "r.md", figures=False)).read_text())
     assert row(table(t1, "Table 1"), dataset="msr")["teacher"] == "unknown"
+
+
+def test_manifests_are_told_apart_by_their_format_field_not_their_keys(tmp_path):
+    """A manifest.json with a ``teacher`` key but no target-cache format is not read as a cache."""
+    path = write_run(tmp_path / "runs" / "ckpt", objective="dense", probe={"video": 0.5, "clip": 0.5},
+                     cache_teacher="dinov2-large")
+    [run] = collect_runs([tmp_path / "runs"])
+    assert run.teacher == "dinov2-large" and run.pretrain_dataset == "msr"
+    cache_manifest = path.parent / "cache" / "manifest.json"
+    manifest = load(cache_manifest)
+    del manifest["format"]
+    cache_manifest.write_text(json.dumps(manifest))
+    [run] = collect_runs([tmp_path / "runs"])
+    assert run.teacher is None and "no cross4d manifest.json" in run.provenance["pretrain_dataset"]
 
 
 def test_finetune_and_segment_schema(tmp_path):

@@ -118,9 +118,12 @@ def test_distill_publishes_offline_targets_and_records_resumable_shards(
     recorded = TargetCache(cache)
     assert len(recorded) == 3 and recorded.manifest["source"] == mode
     item = recorded[2]
-    np.testing.assert_array_equal(item["points"].numpy(), window_points)
-    assert item["grids"].dtype == torch.float16 and item["grids"].shape[-1] == D_P
-    assert item["visible"].shape == (T, N) and item["label"] == -1
+    np.testing.assert_array_equal(item.points.numpy(), window_points)
+    assert item.features.dtype == torch.float16 and item.features.shape[-1] == D_P
+    assert item.target_index.shape == (T, N) and item.label == -1
+    np.testing.assert_array_equal(item.target_index[-1].numpy() >= 0, visible)  # the published targets, in fp16
+    np.testing.assert_allclose(item.features.float()[item.target_index[-1][visible]].numpy(), expected,
+                               rtol=2e-3, atol=2e-3)
 
     # Restart: recording resumes after the last shard, nothing is overwritten.
     node = _distill_node(rclpy_context, f"/distill_{mode}", tiny_dinov2, cache, mode)
@@ -130,7 +133,7 @@ def test_distill_publishes_offline_targets_and_records_resumable_shards(
         assert h.wait_for(lambda: node.stats.windows == FRAMES - T + 1)
     again = TargetCache(cache)
     assert len(again) == 6
-    np.testing.assert_array_equal(again[2]["points"].numpy(), window_points)
+    np.testing.assert_array_equal(again[2].points.numpy(), window_points)
     if mode == "render":  # the recorded shards are pretraining data for `cross4d pretrain`
         _pretrain_on(cache, tmp_path / "pretrain")
 

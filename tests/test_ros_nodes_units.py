@@ -156,10 +156,15 @@ def test_frame_cache_equals_full_window_forward_and_reuses_old_frames():
 
 
 def _record(T=2, N=8, d=4, value=0.0):
-    return {"points": np.full((T, N, 3), value, np.float32), "slot": np.zeros((T, N), np.int64),
-            "patch": np.zeros((T, N), np.int64), "visible": np.ones((T, N), bool),
-            "grids": np.zeros((1, 4, d), np.float16), "clip_target": np.zeros(d, np.float32),
-            "label": -1, "video": 0, "start": 0, "clip": 0}
+    import torch
+
+    from cross4d_core.targets import TargetRecord
+
+    return TargetRecord(points=torch.full((T, N, 3), value), target=torch.zeros(T, N, dtype=torch.int64),
+                        frame=torch.arange(T), features=torch.zeros(1, d, dtype=torch.float16),
+                        cell=torch.zeros(1, dtype=torch.int64), clip_frames=torch.arange(T)[None],
+                        clip_target=torch.zeros(1, d), start=torch.zeros(1, dtype=torch.int64),
+                        clip=torch.zeros(1, dtype=torch.int64))
 
 
 def test_target_recorder_writes_atomic_shards_resumes_and_bounds_disk_use(tmp_path):
@@ -174,7 +179,8 @@ def test_target_recorder_writes_atomic_shards_resumes_and_bounds_disk_use(tmp_pa
     assert recorder.next_shard == 2 and len(TargetCache(tmp_path)) == 4  # 5th waits for its shard
     recorder.flush()
     assert len(TargetCache(tmp_path)) == 5
-    np.testing.assert_array_equal(TargetCache(tmp_path)[4]["points"].numpy(), np.full((2, 8, 3), 4.0))
+    np.testing.assert_array_equal(TargetCache(tmp_path)[4].points.numpy(), np.full((2, 8, 3), 4.0))
+    assert recorder.bytes == sum(p.stat().st_size for p in (tmp_path / "shards").rglob("*.npy"))
 
     resumed = TargetRecorder(str(tmp_path), config, projection, shard_windows=2, max_bytes=recorder.bytes + 1)
     assert resumed.next_shard == 3 and not resumed.full

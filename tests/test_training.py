@@ -147,20 +147,23 @@ def test_resume_gives_bit_identical_next_losses(tmp_path):
 def test_resume_with_real_dense_objective(tmp_path):
     from cross4d_core.models import Point4DConfig, Point4DEncoder
     from cross4d_core.objectives import build_objective
+    from cross4d_core.targets import ClipTargets, TargetBatch
 
     mc = Point4DConfig.tiny()
     g = torch.Generator().manual_seed(1)
     B, T, N, S, P, D = 8, mc.num_frames, mc.num_points, mc.num_frames, 9, 16
-    items = [{"points": torch.rand(T, N, 3, generator=g), "slot": torch.arange(T)[:, None].expand(T, N).clone(),
-              "patch": torch.randint(0, P, (T, N), generator=g), "visible": torch.rand(T, N, generator=g) > 0.4,
-              "grids": torch.randn(S, P, D, generator=g).half(), "clip_target": torch.randn(D, generator=g),
-              "label": torch.tensor(0), "video": torch.tensor(i)} for i in range(B * 2)]
+    items = [ClipTargets(points=torch.rand(T, N, 3, generator=g),
+                         target_index=torch.where(torch.rand(T, N, generator=g) > 0.4,
+                                                  torch.randint(0, S * P, (T, N), generator=g), -1),
+                         features=torch.randn(S * P, D, generator=g).half(), clip_target=torch.randn(D, generator=g),
+                         label=torch.tensor(0), video=torch.tensor(i), start=torch.tensor(0), clip=torch.tensor(i))
+             for i in range(B * 2)]
 
     def run(resume=False):
         torch.manual_seed(0)
         obj = build_objective("dense", Point4DEncoder(mc), {"target_dim": D})
         return Trainer(make_config(tmp_path, "data.batch_size=4", "max_steps=5", "checkpoint_every_steps=2"),
-                       obj, items).fit(resume=resume)
+                       obj, items, collate_fn=TargetBatch.collate).fit(resume=resume)
 
     first = run()
     second = run(resume=tmp_path / "checkpoints" / "step_00000002")

@@ -43,35 +43,46 @@ def register(subparsers) -> None:
                         help="camera mode, dinov2: resize the shorter image side to this (default 224)")
     parser.add_argument("--crop", type=int, default=None, help="camera mode, dinov2: square centre crop (default 224)")
     parser.add_argument("--depth-tolerance", type=float, default=0.05, help="camera-mode occlusion tolerance (m)")
-    parser.add_argument("--shard-size", type=int, default=64)
+    parser.add_argument("--shard-size", type=int, default=64, help="videos per atomically written shard")
     parser.add_argument("--overwrite", action="store_true", help="discard an existing cache with other settings")
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def make_teacher(kind: str, model: str, device: str, *, source: str = "render", part_names: list | None = None,
+                 pose_bins: int = 3, seed: int = 0, bf16: bool = False, resize: int | None = None,
+                 crop: int | None = None):
+    """The frozen teacher ``kind`` (``dinov2`` | ``vjepa2`` | ``parts``) as ``cross4d precompute`` and
+    online-teacher pretraining build it; ``part_names``: the dataset's (part teacher)."""
     import torch
 
+    from cross4d_core.teachers import PartTeacher, load_teacher
+
+    if kind == "parts":
+        if not part_names:
+            raise ValueError("the part teacher needs a dataset with part labels (manifest part_names)")
+        return PartTeacher(len(part_names), pose_bins=pose_bins, seed=seed, device=device)
+    kwargs = {}
+    if kind == "dinov2" and source == "camera":
+        kwargs = {"resize_shortest_edge": resize or 224, "crop": crop or 224}
+    elif kind == "vjepa2" and crop:
+        kwargs = {"crop_size": crop}
+    return load_teacher(kind, model, device=device, dtype=torch.bfloat16 if bf16 else None, **kwargs)
+
+
+def run(args: argparse.Namespace) -> int:
     from cross4d_core.correspondence import RenderViews
     from cross4d_core.data import ClipDataset
     from cross4d_core.targets import precompute_targets
-    from cross4d_core.teachers import PartTeacher, load_teacher
 
     clips = ClipDataset(args.dataset, split=args.split, frames=args.frames, frame_step=args.frame_step,
                         clip_stride=args.clip_stride, num_points=args.num_points, seed=args.seed,
                         with_images=args.source == "camera")
-    kwargs = {}
-    if args.teacher == "dinov2" and args.source == "camera":
-        kwargs = {"resize_shortest_edge": args.resize or 224, "crop": args.crop or 224}
-    elif args.teacher == "vjepa2" and args.crop:
-        kwargs = {"crop_size": args.crop}
-    if args.teacher == "parts":
-        part_names = clips.dataset.manifest.get("part_names")
-        if not part_names:
-            raise ValueError(f"{args.dataset} has no part labels (manifest part_names); the part teacher needs them")
-        teacher = PartTeacher(len(part_names), pose_bins=args.pose_bins, seed=args.seed, device=args.device)
-    else:
-        teacher = load_teacher(args.teacher, args.model, device=args.device,
-                               dtype=torch.bfloat16 if args.bf16 else None, **kwargs)
+    try:
+        teacher = make_teacher(args.teacher, args.model, args.device, source=args.source,
+                               part_names=clips.dataset.manifest.get("part_names"), pose_bins=args.pose_bins,
+                               seed=args.seed, bf16=args.bf16, resize=args.resize, crop=args.crop)
+    except ValueError as err:
+        raise ValueError(f"{args.dataset}: {err}") from err
     views = RenderViews(num_cameras=args.cameras, azimuth_deg=args.azimuth, elevation_deg=args.elevation)
     manifest = precompute_targets(
         clips, teacher, args.source, args.out, d_p=args.d_p, projection=args.projection, seed=args.seed,
@@ -79,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         shard_size=args.shard_size, overwrite=args.overwrite, progress=True, views=views,
         dataset_info={"root": str(args.dataset), "split": args.split, "frames": args.frames,
                       "frame_step": args.frame_step, "clip_stride": args.clip_stride, "num_points": args.num_points,
-                      "seed": args.seed},
+                      "seed": args.seed, "normalisation": clips.dataset.manifest.get("normalisation") or {}},
     )
     print(f"precompute: {args.out}: " + json.dumps(manifest["counts"]))
     return 0

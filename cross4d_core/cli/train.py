@@ -56,24 +56,62 @@ def build_model_config(model_cfg):
     raise ValueError(f"model.preset must be 'paper' or 'tiny', got {model_cfg.preset!r}")
 
 
-def build_pretrain_dataset(data_cfg):
-    """The training dataset: a target cache (``source: targets``) or clips (``source: clips``)."""
+@dataclasses.dataclass
+class PretrainData:
+    """What pretraining reads: the dataset, the ``collate_fn`` that makes the objectives' typed
+    batch of its items, the step-time batch transform (the online teacher), and provenance."""
+
+    dataset: object
+    collate_fn: object
+    prepare_batch: object = None
+    d_p: int | None = None
+    teacher: str | None = None
+    normalisation: dict = dataclasses.field(default_factory=dict)
+    target_means: dict = dataclasses.field(default_factory=dict)
+
+
+def build_pretrain_dataset(config, device=None) -> PretrainData:
+    """The training data of a :class:`TrainConfig`: a target cache (``data.source: targets``),
+    an on-disk dataset with the frozen teacher run on ``device`` (a ``torch.device``, default
+    CPU) in the training step (``online``; the ``teacher`` section), or plain clips (``clips``)."""
+    data_cfg = config.data
     if not data_cfg.path:
         raise ValueError("data.path is empty: set it in the config or with --set data.path=DIR")
     if data_cfg.source == "targets":
         from cross4d_core.targets import TargetCache
-        return TargetCache(data_cfg.path)
+
+        cache = TargetCache(data_cfg.path)
+        m = cache.manifest
+        return PretrainData(cache, cache.collate, d_p=int(m["d_p"]), teacher=m["teacher"]["name"],
+                            normalisation=dict((m.get("dataset") or {}).get("normalisation") or {}),
+                            target_means={k: cache.target_mean(k) for k in ("clip_target", "point_target")})
+    if data_cfg.source not in ("clips", "online"):
+        raise ValueError(f"data.source must be 'targets', 'online' or 'clips', got {data_cfg.source!r}")
+    from cross4d_core.data.clips import ClipDataset
+
+    t = config.teacher
+    clips = ClipDataset(data_cfg.path, split=data_cfg.split, frames=data_cfg.frames,
+                        frame_step=data_cfg.frame_step, clip_stride=data_cfg.clip_stride,
+                        num_points=data_cfg.num_points, short_video=data_cfg.short_video,
+                        seed=t.seed if data_cfg.source == "online" else 0)
+    normalisation = dict(clips.dataset.manifest.get("normalisation") or {})
     if data_cfg.source == "clips":
-        from cross4d_core.data.clips import ClipDataset
-        return ClipDataset(data_cfg.path, split=data_cfg.split, frames=data_cfg.frames,
-                           frame_step=data_cfg.frame_step, clip_stride=data_cfg.clip_stride,
-                           num_points=data_cfg.num_points, short_video=data_cfg.short_video)
-    raise ValueError(f"data.source must be 'targets' or 'clips', got {data_cfg.source!r}")
+        from cross4d_core.targets import ClipBatch
 
+        return PretrainData(clips, ClipBatch.collate, normalisation=normalisation)
+    from cross4d_core.cli.precompute import make_teacher
+    from cross4d_core.correspondence import RenderViews
+    from cross4d_core.targets import FeatureProjection, OnlineClips, OnlineTeacher
 
-def _normalisation(dataset) -> dict:
-    manifest = getattr(getattr(dataset, "dataset", None), "manifest", None) or getattr(dataset, "manifest", {})
-    return dict(manifest.get("normalisation") or {})
+    device = device or "cpu"
+    teacher = make_teacher(t.kind, t.model, str(device), source=t.source,
+                           part_names=clips.dataset.manifest.get("part_names"), pose_bins=t.pose_bins, seed=t.seed,
+                           bf16=str(device).startswith("cuda"), resize=t.resize, crop=t.crop)
+    views = RenderViews(num_cameras=t.cameras, azimuth_deg=t.azimuth, elevation_deg=t.elevation)
+    online = OnlineClips(clips, teacher, t.source, t.image_size, t.splat_radius, t.depth_tolerance, views)
+    projection = FeatureProjection.random(teacher.feature_dim, t.d_p, t.seed)
+    return PretrainData(online, online.collate, OnlineTeacher(teacher, projection), d_p=t.d_p, teacher=teacher.name,
+                        normalisation=normalisation)
 
 
 def pretrain(config, resume: bool = False) -> dict:
@@ -92,34 +130,33 @@ def pretrain(config, resume: bool = False) -> dict:
     model_config = build_model_config(config.model)
     encoder = Point4DEncoder(model_config)
     options = dict(config.objective.options)
-    dataset, target_mean = None, None
+    data, target_mean = None, None
     if config.objective.name != "none":
-        dataset = build_pretrain_dataset(config.data)
-        d_p = getattr(dataset, "manifest", {}).get("d_p")
-        if d_p is not None:
-            options.setdefault("target_dim", int(d_p))
-        if hasattr(dataset, "target_mean"):
-            target_mean = dataset.target_mean("clip_target" if config.objective.name == "global" else "point_target")
+        data = build_pretrain_dataset(config, info.device)
+        if data.d_p is not None:
+            options.setdefault("target_dim", data.d_p)
+        target_mean = data.target_means.get("clip_target" if config.objective.name == "global" else "point_target")
     objective = build_objective(config.objective.name, encoder, options, target_mean)
     out = Path(config.out_dir)
     results: dict = {"objective": config.objective.name, "config": config_to_dict(config),
                      "model_config": model_config.to_dict(), "parameters": count_parameters(encoder),
                      "world_size": info.world_size, "device": str(info.device)}
     if getattr(objective, "requires_training", True):
-        trainer = Trainer(config, objective, dataset, dist_info=info)
+        trainer = Trainer(config, objective, data.dataset, collate_fn=data.collate_fn,
+                          prepare_batch=data.prepare_batch, dist_info=info)
         result = trainer.fit(resume=resume)
         results.update({"steps": result.step, "epochs_completed": result.epoch,
                         "epoch_losses": result.epoch_losses, "step_losses": result.step_losses,
                         "final_loss": result.step_losses[-1] if result.step_losses else None,
                         "clips_per_second": result.clips_per_second, "wall_time_s": result.wall_time_s,
                         "checkpoint": result.checkpoint, "resumed_from": result.resumed_from,
-                        "train_items": len(dataset)})
+                        "train_items": len(data.dataset)})
     if info.is_main:
         model_id = f"point4d-{config.objective.name}-{out.resolve().name}"
-        teacher = (getattr(dataset, "manifest", None) or {}).get("teacher", {}).get("name")
-        pretrain_data = str(Path(config.data.path).resolve()) if dataset is not None else None
+        teacher = data.teacher if data is not None else None
+        pretrain_data = str(Path(config.data.path).resolve()) if data is not None else None
         save_encoder(out, objective.encoder.cpu(), model_id=model_id,
-                     normalisation=_normalisation(dataset) if dataset is not None else {},
+                     normalisation=data.normalisation if data is not None else {},
                      extra={"objective": config.objective.name, "pretrain_data": pretrain_data, "teacher": teacher})
         results.update({"model_id": model_id, "teacher": teacher})
         write_json_atomic(out / "pretrain_results.json", results)

@@ -132,17 +132,24 @@ class ClipDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.clip_videos)
 
-    def indices(self, i: int) -> tuple[VideoRecord, np.ndarray, np.ndarray]:
-        """Clip ``i`` as (video, source frame index ``[T]``, flat point index ``[T, N]`` into
-        the video's ``points`` / ``part`` / ``track`` arrays)."""
+    def frame_indices(self, i: int) -> tuple[VideoRecord, np.ndarray]:
+        """Clip ``i`` as (video, source frame index ``[T]``): padding repeats the last frame,
+        empty frames are replaced by the nearest non-empty one."""
         if not 0 <= i < len(self):
             raise IndexError(f"clip index {i} out of range [0, {len(self)})")
         video = self.dataset.video(int(self.clip_videos[i]))
-        offsets = np.asarray(video.offsets)
-        counts = np.diff(offsets)
+        counts = np.diff(np.asarray(video.offsets))
         frame_idx = np.minimum(self.clip_starts[i] + np.arange(self.frames) * self.frame_step, video.num_frames - 1)
         if (counts[frame_idx] == 0).any():
             frame_idx = nearest_nonempty(counts)[frame_idx]
+        return video, frame_idx
+
+    def indices(self, i: int) -> tuple[VideoRecord, np.ndarray, np.ndarray]:
+        """Clip ``i`` as (video, source frame index ``[T]``, flat point index ``[T, N]`` into
+        the video's ``points`` / ``part`` / ``track`` arrays)."""
+        video, frame_idx = self.frame_indices(i)
+        offsets = np.asarray(video.offsets)
+        counts = np.diff(offsets)
         rng = np.random.default_rng([self.seed, self.epoch, i])
         local = np.stack([sample_point_indices(int(counts[f]), self.num_points, rng) for f in frame_idx])
         return video, frame_idx, offsets[frame_idx][:, None] + local
@@ -167,6 +174,22 @@ class ClipDataset(torch.utils.data.Dataset):
     def get_clip(self, i: int) -> Clip:
         """Clip ``i`` as a :class:`Clip` with images, cameras, part and track when the video has them."""
         video, frame_idx, flat = self.indices(i)
+        return self._clip(video, frame_idx, flat)
+
+    def video_frames(self, video_index: int, frame_idx: np.ndarray) -> Clip:
+        """Source frames ``frame_idx [F]`` (non-empty) of dataset video ``video_index`` as one
+        :class:`Clip`. Frame ``f`` gets its ``num_points`` points from its own generator
+        ``(seed, video_index, f)``, so a frame holds the same points in every clip that uses it
+        (how the target cache stores each frame once per video)."""
+        video = self.dataset.video(int(video_index))
+        offsets = np.asarray(video.offsets)
+        counts = np.diff(offsets)
+        local = np.stack([sample_point_indices(int(counts[f]), self.num_points,
+                                               np.random.default_rng([self.seed, int(video_index), int(f)]))
+                          for f in frame_idx])
+        return self._clip(video, np.asarray(frame_idx), offsets[frame_idx][:, None] + local)
+
+    def _clip(self, video: VideoRecord, frame_idx: np.ndarray, flat: np.ndarray) -> Clip:
         per_point = {name: np.asarray(video.array(name)[flat]).astype(np.int64)
                      for name in ("part", "track") if video.has(name)}
         return Clip(

@@ -43,8 +43,9 @@ import numpy as np
 
 from cross4d_core.fileio import atomic_directory, write_json_atomic
 from cross4d_core.geometry.camera import PinholeCamera
+from cross4d_core.manifests import DATASET_FORMAT
 
-FORMAT_NAME = "cross4d-dataset"
+FORMAT_NAME = DATASET_FORMAT
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _VIDEO_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$")

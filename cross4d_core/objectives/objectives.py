@@ -1,9 +1,11 @@
 """Pretraining objectives on one POINT4D encoder (METHOD.md "Token matching and loss", "Baselines").
 
 Each objective is an ``nn.Module`` with ``forward(batch) -> ObjectiveOutput`` and an
-``after_step()`` hook the trainer calls after every optimiser step. ``batch`` holds the
-collated TargetCache items: ``points [B,T,N,3]``, ``slot``/``patch [B,T,N]`` int64,
-``visible [B,T,N]`` bool, ``grids [B,S,P,d_p]``, ``clip_target [B,d_p]``, ``label``, ``video``.
+``after_step()`` hook the trainer calls after every optimiser step. ``batch`` is a typed
+batch that checked its own shapes when it was collated: a
+:class:`~cross4d_core.targets.TargetBatch` for ``dense`` / ``global`` (points, per-point
+target rows into per-clip feature tables, clip targets), any
+:class:`~cross4d_core.targets.ClipBatch` (points) for ``intra``.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from torch import nn
 from cross4d_core.models.point4d import Point4DEncoder, TransformerBlock
 from cross4d_core.objectives.losses import cosine_distillation_loss
 from cross4d_core.ops import gather_points
-from cross4d_core.targets import gather_point_targets
+from cross4d_core.targets.batch import ClipBatch, TargetBatch, gather_point_targets
 
 OBJECTIVES = ("dense", "global", "intra", "none")
 
@@ -83,10 +85,10 @@ class ObjectiveOutput:
     metrics: dict[str, torch.Tensor]
 
 
-def _require(batch: dict, keys: tuple[str, ...], objective: str) -> None:
-    missing = [k for k in keys if k not in batch]
-    if missing:
-        raise KeyError(f"{objective} objective: batch lacks {missing} (needs {list(keys)})")
+def _expect(batch, kind: type, objective: str) -> None:
+    if not isinstance(batch, kind):
+        raise TypeError(f"{objective} objective: batch must be a {kind.__name__}, got {type(batch).__name__} "
+                        f"(collate with {kind.__name__}.collate)")
 
 
 class Objective(nn.Module):
@@ -124,32 +126,20 @@ class DenseObjective(Objective):
         super().__init__(encoder, config, target_mean)
         self.head = nn.Linear(encoder.hidden_size, config.target_dim)
 
-    def forward(self, batch: dict) -> ObjectiveOutput:
-        _require(batch, ("points", "slot", "patch", "visible", "grids"), "dense")
-        points, grids = batch["points"], batch["grids"]
-        for key in ("slot", "patch", "visible"):
-            if batch[key].shape != points.shape[:3]:
-                raise ValueError(f"dense objective: batch[{key!r}] is {tuple(batch[key].shape)}, "
-                                 f"expected [B, T, N] = {tuple(points.shape[:3])}")
-        if grids.dim() != 4 or grids.shape[0] != points.shape[0] or grids.shape[-1] != self.config.target_dim:
-            raise ValueError(f"dense objective: grids {tuple(grids.shape)} must be [B, S, P, "
-                             f"d_p={self.config.target_dim}] with B={points.shape[0]}")
-        output = self.encoder(points)
-        index = output.token_point_index  # [B, T, M] into the frame's points
-        visible = batch["visible"].bool().gather(2, index)
-        slot = batch["slot"].gather(2, index)
-        patch = batch["patch"].gather(2, index)
-        bad = visible & ((patch < 0) | (patch >= grids.shape[2]) | (slot < 0) | (slot >= grids.shape[1]))
-        if bool(bad.any()):
-            raise ValueError(f"dense objective: visible points with slot/patch outside grids "
-                             f"[S={grids.shape[1]}, P={grids.shape[2]}]")
-        targets = gather_point_targets(grids, slot.clamp(0, grids.shape[1] - 1), patch.clamp(0, grids.shape[2] - 1))
-        targets = self.centred(targets)
+    def forward(self, batch: TargetBatch) -> ObjectiveOutput:
+        _expect(batch, TargetBatch, "dense")
+        if batch.features.shape[-1] != self.config.target_dim:
+            raise ValueError(f"dense objective: features {tuple(batch.features.shape)} must be [B, K, "
+                             f"d_p={self.config.target_dim}]")
+        output = self.encoder(batch.points)
+        row = batch.target_index.gather(2, output.token_point_index)  # [B, T, M]: the token centre's target row
+        visible = row >= 0
+        targets = self.centred(gather_point_targets(batch.features, row))
         predictions = self.head(output.token_features)
         loss, metrics = cosine_distillation_loss(predictions, targets, visible,
                                                  self.config.variance_weight, self.config.variance_eps)
         metrics["coverage"] = visible.float().mean().detach()
-        metrics["point_coverage"] = batch["visible"].float().mean().detach()
+        metrics["point_coverage"] = batch.visible.float().mean().detach()
         return ObjectiveOutput(loss, metrics)
 
 
@@ -161,9 +151,9 @@ class GlobalObjective(Objective):
         super().__init__(encoder, config, target_mean)
         self.head = nn.Linear(encoder.hidden_size, config.target_dim)
 
-    def forward(self, batch: dict) -> ObjectiveOutput:
-        _require(batch, ("points", "clip_target"), "global")
-        points, target = batch["points"], batch["clip_target"]
+    def forward(self, batch: TargetBatch) -> ObjectiveOutput:
+        _expect(batch, TargetBatch, "global")
+        points, target = batch.points, batch.clip_target
         if target.shape != (points.shape[0], self.config.target_dim):
             raise ValueError(f"global objective: clip_target is {tuple(target.shape)}, expected "
                              f"[B, d_p] = {(points.shape[0], self.config.target_dim)}")
@@ -237,9 +227,9 @@ class IntraObjective(Objective):
         order = nearest_seed.argsort(dim=-1, stable=True)
         return order[:, :num_masked], order[:, num_masked:]
 
-    def forward(self, batch: dict) -> ObjectiveOutput:
-        _require(batch, ("points",), "intra")
-        points = batch["points"]
+    def forward(self, batch: ClipBatch) -> ObjectiveOutput:
+        _expect(batch, ClipBatch, "intra")
+        points = batch.points
         frame_tokens = self.encoder.encode_frames(points)
         length = frame_tokens.centres.shape[1] * frame_tokens.centres.shape[2]
         if length < 2:
@@ -274,7 +264,7 @@ class NoObjective(Objective):
 
     requires_training = False
 
-    def forward(self, batch: dict) -> ObjectiveOutput:
+    def forward(self, batch: ClipBatch) -> ObjectiveOutput:
         raise RuntimeError("objective 'none' is the random-init baseline: there is nothing to pretrain; "
                            "evaluate the encoder as initialised (skip `cross4d pretrain`)")
 

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cross4d_core.manifests import DATASET_FORMAT, TARGET_CACHE_FORMAT
+
 PROTOCOLS = ("pretrain", "probe", "transfer", "finetune", "segment", "robustness")
 RESULT_FILES = {f"{p}_results.json": p for p in PROTOCOLS}
 OBJECTIVES_WITHOUT_TEACHER = ("none", "intra")
@@ -110,7 +112,7 @@ def _teacher_name(value) -> str | None:
 
 def _dataset_manifest(root: Path | None) -> dict | None:
     manifest = _read_json(root / "manifest.json") if root is not None else None
-    return manifest if manifest is not None and "label_names" in manifest else None
+    return manifest if manifest is not None and manifest.get("format") == DATASET_FORMAT else None
 
 
 def _resolve_pretrain_root(value, base: Path) -> tuple[Path | None, str | None, str]:
@@ -120,12 +122,12 @@ def _resolve_pretrain_root(value, base: Path) -> tuple[Path | None, str | None, 
     if directory is None:
         return None, None, "unresolved path"
     manifest = _read_json(directory / "manifest.json") or {}
-    if "teacher" in manifest:
+    if manifest.get("format") == TARGET_CACHE_FORMAT:
         root = _existing_dir((manifest.get("dataset") or {}).get("root"), directory)
-        return root, _teacher_name(manifest["teacher"]), "target cache manifest.json"
-    if "label_names" in manifest:
+        return root, _teacher_name(manifest.get("teacher")), "target cache manifest.json"
+    if manifest.get("format") == DATASET_FORMAT:
         return directory, None, "dataset manifest.json"
-    return None, None, "no manifest.json"
+    return None, None, "no cross4d manifest.json"
 
 
 def load_run(path: str | Path) -> RunRecord:

@@ -43,6 +43,8 @@ class DataConfig:
     """Where training items come from.
 
     ``source="targets"`` reads a precomputed target cache (dense / global objectives);
+    ``source="online"`` reads an on-disk dataset and runs the frozen teacher (``teacher``)
+    inside the training step, no cache (dense / global; datasets whose cache would not fit);
     ``source="clips"`` reads an on-disk dataset through ``ClipDataset`` (intra, fine-tuning).
     """
 
@@ -57,6 +59,31 @@ class DataConfig:
     batch_size: int = 16
     """Global batch size (split evenly over DDP ranks)."""
     num_workers: int = 0
+
+
+@dataclass
+class TeacherConfig:
+    """The frozen teacher of online-teacher training (``data.source: online``): the settings
+    ``cross4d precompute`` takes (its command-line options of the same names)."""
+
+    kind: str = "dinov2"
+    """``dinov2`` or ``parts`` (image teachers; a video teacher needs a precomputed cache)."""
+    model: str = "facebook/dinov2-large"
+    """Hugging Face id in the local cache, or a ``save_pretrained`` directory."""
+    source: str = "render"
+    """``render`` (virtual cameras) or ``camera`` (the dataset's images and cameras)."""
+    d_p: int = 384
+    seed: int = 0
+    """Point sampling, random projection C -> d_p and part-teacher seed (precompute's ``--seed``)."""
+    image_size: int = 126
+    splat_radius: int = 1
+    cameras: int = 1
+    azimuth: float = 0.0
+    elevation: float = 0.0
+    depth_tolerance: float = 0.05
+    resize: int | None = None
+    crop: int | None = None
+    pose_bins: int = 3
 
 
 @dataclass
@@ -83,6 +110,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     epochs: int = 100
     max_steps: int | None = None

@@ -1,6 +1,7 @@
 """The training loop shared by pretraining and fine-tuning.
 
-The trained module is any ``nn.Module`` whose ``forward(batch: dict)`` returns the loss
+The trained module is any ``nn.Module`` whose ``forward(batch)`` (a collated batch: a
+typed ``ClipBatch`` / ``TargetBatch`` for the objectives, a dict for fine-tuning) returns the loss
 and a dict of scalar metrics, either as an object with ``.loss`` / ``.metrics`` (the
 objectives' ``ObjectiveOutput``) or as a ``(loss, metrics)`` tuple; an optional
 ``after_step()`` runs after every optimizer step (EMA updates). The same code runs as
@@ -12,6 +13,7 @@ checkpoint stores every rank's RNG states and the position inside the epoch.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -90,8 +92,8 @@ def _unpack(output: Any) -> tuple[torch.Tensor, dict[str, Any]]:
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
+    if isinstance(batch, torch.Tensor) or (dataclasses.is_dataclass(batch) and hasattr(batch, "to")):
+        return batch.to(device, non_blocking=True)  # tensors and typed batches (ClipBatch, TargetBatch)
     if isinstance(batch, dict):
         return {k: _to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
@@ -123,18 +125,22 @@ class Trainer:
     Args:
         config: the run configuration (``optim``, ``data.batch_size`` = global batch, ...).
         model: the training module (objective or classifier); moved to the device.
-        dataset: map-style dataset of dict items; collated with ``collate_fn``.
+        dataset: map-style dataset; its items are collated with ``collate_fn``.
+        prepare_batch: applied to each batch on the device before the forward (outside
+            autocast and autograd), e.g. the frozen teacher of online-teacher training.
         dist_info: process-group info; by default initialised from ``torchrun``'s env vars.
     """
 
     def __init__(self, config: TrainConfig, model: nn.Module, dataset: Dataset, *,
-                 collate_fn: Callable | None = None, dist_info: DistInfo | None = None):
+                 collate_fn: Callable | None = None, prepare_batch: Callable[[Any], Any] | None = None,
+                 dist_info: DistInfo | None = None):
         self.config = config
         self.dist = dist_info or init_distributed(config.device)
         self.device = self.dist.device
         self.module = model.to(self.device)
         self.dataset = dataset
         self.collate_fn = collate_fn
+        self.prepare_batch = prepare_batch
         world = self.dist.world_size
         if config.epochs < 1 or (config.max_steps is not None and config.max_steps < 1):
             raise ValueError(f"epochs={config.epochs} and max_steps={config.max_steps} must be >= 1 "
@@ -215,6 +221,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batch = _to_device(batch, self.device)
+        if self.prepare_batch is not None:
+            batch = self.prepare_batch(batch)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             loss, metrics = _unpack(self.wrapped(batch))
         names = sorted(metrics)
