@@ -3,7 +3,10 @@ fsync, then ``os.replace`` onto the final name, so readers (and a resumed run af
 kill) see either the old content or the complete new one, never a partial file.
 
 Temporary names are ``.<name>.<random hex>.tmp`` next to the target; a body that raises
-leaves no temporary behind (a killed process may, and readers skip dot-names).
+leaves no temporary behind (a killed process may: readers skip dot-names, and the single
+writer of a directory removes them with :func:`remove_temporaries` when it starts).
+Directories are deleted atomically too (:func:`remove_tree`): renamed to a temporary name
+first, so a kill during the deletion never leaves a half-deleted directory under its name.
 Temporaries are created with the default (umask) permissions, like a plain ``open``.
 """
 from __future__ import annotations
@@ -62,6 +65,29 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def remove_tree(path: str | Path) -> None:
+    """Delete the directory ``path``: rename it to a temporary name, then remove that, so
+    ``path`` vanishes in one step even if the process is killed during the deletion."""
+    path = Path(path)
+    tmp = _temporary_name(path)
+    os.replace(path, tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_temporaries(directory: str | Path) -> list[Path]:
+    """Remove the temporaries (``.*.tmp`` files and directories) a killed writer left in
+    ``directory``; only its single writer may call this (a live writer's temporaries look the
+    same). Returns what was removed."""
+    removed = []
+    for leftover in Path(directory).glob(".*.tmp"):
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+        removed.append(leftover)
+    return removed
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cross4d_core.fileio import atomic_directory, atomic_path, write_json_atomic, write_text_atomic
+from cross4d_core.fileio import (
+    atomic_directory,
+    atomic_path,
+    remove_temporaries,
+    remove_tree,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 
 def test_atomic_path_replaces_the_file_on_success(tmp_path):
@@ -90,3 +97,27 @@ def test_write_json_atomic_format(tmp_path):
     write_json_atomic(path, {"b": [1, 2], "a": {"y": 1, "x": 2}})
     assert path.read_text() == '{\n  "a": {\n    "x": 2,\n    "y": 1\n  },\n  "b": [\n    1,\n    2\n  ]\n}\n'
     assert os.listdir(tmp_path) == ["m.json"]
+
+
+def test_remove_tree_renames_before_deleting(tmp_path, monkeypatch):
+    import shutil
+
+    tree = tmp_path / "step_1"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "f").write_text("x")
+    seen = []
+    monkeypatch.setattr(shutil, "rmtree", lambda path, **kw: seen.append(path))  # observe, do not delete
+    remove_tree(tree)
+    assert not tree.exists() and len(seen) == 1 and seen[0].name.startswith(".step_1.") and seen[0].name.endswith(".tmp")
+    monkeypatch.undo()
+    assert remove_temporaries(tmp_path) == [seen[0]] and list(tmp_path.iterdir()) == []
+
+
+def test_remove_temporaries_keeps_everything_else(tmp_path):
+    (tmp_path / ".a.123.tmp").mkdir()
+    (tmp_path / ".b.456.tmp").write_text("half")
+    (tmp_path / "keep").mkdir()
+    (tmp_path / ".hidden").write_text("not a temporary")
+    removed = remove_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == [".a.123.tmp", ".b.456.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "keep"]

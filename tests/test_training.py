@@ -328,3 +328,33 @@ def test_recognizer_round_trip(tmp_path):
     (tmp_path / "encoder.safetensors").write_bytes(b"\x00" * 10)
     with pytest.raises(CheckpointError, match="encoder.safetensors"):
         load_recognizer(tmp_path)
+
+
+def test_a_kill_during_checkpoint_deletion_leaves_no_incomplete_checkpoint(tmp_path, monkeypatch):
+    cfg = make_config(tmp_path, "keep_checkpoints=1", "checkpoint_every_steps=1", "max_steps=2")
+    Trainer(cfg, NoisyRegression(), PointsDataset()).fit()
+    root = tmp_path / "checkpoints"
+    assert [p.name for p in root.iterdir()] == ["step_00000002"]
+
+    import shutil
+
+    def killed(path, *args, **kwargs):  # the process dies half-way through deleting the old checkpoint
+        (Path(path) / "state.json").unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", killed)
+    trainer = Trainer(make_config(tmp_path, "keep_checkpoints=1"), NoisyRegression(), PointsDataset())
+    with pytest.raises(KeyboardInterrupt):
+        ckpt_module.save_training_checkpoint(tmp_path, 3, trainer.module, trainer.optimizer, {}, {}, keep=1)
+    monkeypatch.undo()
+    # step_2 was renamed away before its deletion started: no step_N/ without state.json remains
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == ["step_00000003"]
+    assert latest_checkpoint(tmp_path).name == "step_00000003"
+    # an older version's half-deleted checkpoint (no state.json) is not listed
+    (root / "step_00000009").mkdir()
+    assert [p.name for p in ckpt_module.list_checkpoints(tmp_path)] == ["step_00000003"]
+    # the next run's rank 0 removes what the killed one left behind
+    leftovers = [p for p in root.iterdir() if p.name.startswith(".")]
+    assert leftovers and all(p.name.endswith(".tmp") for p in leftovers)
+    Trainer(make_config(tmp_path, "max_steps=4"), NoisyRegression(), PointsDataset()).fit()
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]

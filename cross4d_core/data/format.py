@@ -34,14 +34,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from cross4d_core.fileio import atomic_directory, write_json_atomic
+from cross4d_core.fileio import atomic_directory, remove_temporaries, write_json_atomic
 from cross4d_core.geometry.camera import PinholeCamera
 from cross4d_core.manifests import DATASET_FORMAT
 
@@ -135,8 +134,7 @@ class DatasetWriter:
                 if old.get(key) != self.header[key]:
                     raise ValueError(f"{manifest_path}: existing dataset has {key}={old.get(key)!r}, "
                                      f"writer was opened with {self.header[key]!r}")
-        for leftover in self.videos_dir.glob(".*.tmp"):  # temporaries of a killed run
-            shutil.rmtree(leftover, ignore_errors=True)
+        remove_temporaries(self.videos_dir)  # temporaries of a killed run
         self._videos: dict[str, dict] = {}
         for meta_path in sorted(self.videos_dir.glob("*/meta.json")):
             meta = _read_json(meta_path)

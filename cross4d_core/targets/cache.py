@@ -44,14 +44,13 @@ from __future__ import annotations
 
 import bisect
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cross4d_core.fileio import atomic_directory, write_json_atomic
+from cross4d_core.fileio import atomic_directory, remove_temporaries, remove_tree, write_json_atomic
 from cross4d_core.manifests import TARGET_CACHE_FORMAT
 from cross4d_core.targets.batch import ClipTargets, TargetBatch, compact_targets
 from cross4d_core.targets.projection import FeatureProjection
@@ -189,12 +188,11 @@ class TargetCacheWriter:
                 raise ValueError(f"{self.root}: holds a cache made with other settings ({changes}); "
                                  "choose another --out or pass overwrite")
         elif overwrite and self.root.exists():
-            shutil.rmtree(self.root)
+            remove_tree(self.root)
         if (self.root / MANIFEST).exists():
             read_cache_manifest(self.root)  # refuses a cache of another format or version
         (self.root / "shards").mkdir(parents=True, exist_ok=True)
-        for leftover in (self.root / "shards").glob(".shard-*.tmp"):  # a killed run's half-written shard
-            shutil.rmtree(leftover, ignore_errors=True)
+        remove_temporaries(self.root / "shards")  # a killed run's half-written shard
         if not config_path.exists():
             write_json_atomic(config_path, self.config)
         self.num_shards = 0

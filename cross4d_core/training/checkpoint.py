@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
-from cross4d_core.fileio import atomic_directory, atomic_path, write_json_atomic
+from cross4d_core.fileio import atomic_directory, atomic_path, remove_temporaries, remove_tree, write_json_atomic
 
 CHECKPOINT_DIR = "checkpoints"
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
@@ -108,19 +107,28 @@ def save_training_checkpoint(out_dir: str | Path, step: int, model: nn.Module,
         save_file({k: v.contiguous() for k, v in rng.items()}, tmp / "rng.safetensors")
         write_json_atomic(tmp / "state.json", {**state, "step": step, "optimizer": opt_meta})
         if final.exists():  # a re-run of this step replaces the old checkpoint
-            shutil.rmtree(final)
+            remove_tree(final)
     for old in list_checkpoints(out_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_tree(old)  # renamed away first: a kill here never leaves a step_N/ without state.json
     return final
 
 
 def list_checkpoints(out_dir: str | Path) -> list[Path]:
-    """Complete training checkpoints under ``out_dir``, oldest first (temp dirs ignored)."""
+    """Complete training checkpoints under ``out_dir``, oldest first: ``step_N/`` directories
+    holding ``state.json`` (the last file written; temporaries and the remains of a deletion
+    killed by an older version are not checkpoints)."""
     root = Path(out_dir) / CHECKPOINT_DIR
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP_DIR.match(p.name))]
+    found = [(int(m.group(1)), p) for p in root.iterdir()
+             if p.is_dir() and (m := _STEP_DIR.match(p.name)) and (p / "state.json").is_file()]
     return [p for _, p in sorted(found)]
+
+
+def remove_checkpoint_temporaries(out_dir: str | Path) -> list[Path]:
+    """Remove the temporaries a killed run left in ``<out_dir>/checkpoints`` (rank 0, at start)."""
+    root = Path(out_dir) / CHECKPOINT_DIR
+    return remove_temporaries(root) if root.is_dir() else []
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from cross4d_core.training.checkpoint import (
     latest_checkpoint,
+    remove_checkpoint_temporaries,
     load_training_checkpoint,
     save_training_checkpoint,
 )
@@ -255,6 +256,10 @@ class Trainer:
         when there is none); a path resumes from that checkpoint directory.
         """
         cfg = self.config
+        if self.dist.is_main:
+            for leftover in remove_checkpoint_temporaries(self.out_dir):
+                log.info("removed %s, left by a killed run", leftover)
+        barrier(self.dist)
         if resume:
             epoch, start_batch, step, resumed_from = self._resume(resume)
         else:
