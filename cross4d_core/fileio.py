@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from cross4d_core.errors import FileError
+
 
 def _temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -88,6 +90,20 @@ def remove_temporaries(directory: str | Path) -> list[Path]:
             leftover.unlink(missing_ok=True)
         removed.append(leftover)
     return removed
+
+
+def read_json(path: str | Path, error: type[FileError] = FileError) -> Any:
+    """The parsed JSON file ``path``; a missing, unreadable or invalid file raises
+    ``error(path, reason)`` (e.g. :class:`~cross4d_core.errors.DatasetFormatError`)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise error(path, "missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(path, f"not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise error(path, f"unreadable ({exc.strerror or exc})") from None
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

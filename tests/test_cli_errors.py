@@ -29,7 +29,7 @@ def test_every_subcommand_help_exits_zero(command, capsys):
     (["synth", "--out", "{tmp}/out", "--subjects", "1", "--quiet"],
      "cross4d synth: error: generate_synthetic_dataset: need num_subjects >= 2"),
     (["probe", "--checkpoint", "{tmp}/nonexistent", "--dataset", "{tmp}"],
-     "cross4d probe: error: missing file {tmp}/nonexistent/config.json"),
+     "cross4d probe: error: {tmp}/nonexistent/config.json: missing"),
     (["pretrain", "--set", "optim.nosuch=1"], "cross4d pretrain: error: "),
 ])
 def test_bad_input_is_one_line_and_exit_code_1(argv, expected, tmp_path, capsys, monkeypatch):

@@ -161,3 +161,37 @@ def test_pretrain_seeds_then_probe_every_seed(world, capsys):
     assert "--out names one output directory; 2 checkpoints" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse rejects repeated seeds
         main(pretrain_args(root, out, "--seeds", "1,1"))
+
+
+def test_corrupt_inputs_give_one_line_errors_not_tracebacks(world, tmp_path, capsys):
+    """A corrupt checkpoint on --resume, a dataset file corrupted in place (same size) and a
+    garbled .npy header each end the command with one line naming the file."""
+    import shutil
+
+    root, data = world
+    out = tmp_path / "dense"
+    assert main(pretrain_args(root, out, "--set", "max_steps=2", "--set", "checkpoint_every_steps=1")) == 0
+    step = sorted((out / "checkpoints").glob("step_*"))[-1]
+    (step / "model.safetensors").write_bytes(b"garbage")
+    capsys.readouterr()
+    assert main(pretrain_args(root, out, "--resume", "--set", "max_steps=3")) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model.safetensors" in err and "Traceback" not in err
+
+    corrupted = tmp_path / "synth"
+    shutil.copytree(data, corrupted)
+    points = sorted(corrupted.glob("videos/*/points.npy"))[0]
+    raw = bytearray(points.read_bytes())
+    raw[-8:] = b"\x00" * 8  # corrupted in place: same size, different bytes
+    points.write_bytes(bytes(raw))
+    probe = ["probe", "--checkpoint", str(root / "random"), "--dataset", str(corrupted), "--set", "device=cpu",
+             "--set", "probe.paper=null"]
+    assert main(probe) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(points) in err and "sha-256" in err.lower()
+
+    raw[10:20] = b"{{{{{{{{{{"  # a garbled header; with the size check only, np.load meets it
+    points.write_bytes(bytes(raw))
+    assert main([*probe, "--set", "data.verify=size"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(points) in err and "cannot be read as .npy" in err and "Traceback" not in err

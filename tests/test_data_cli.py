@@ -2,7 +2,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from cross4d_core.cli import main
 from cross4d_core.data import ClipDataset, Dataset4D
@@ -68,12 +67,16 @@ def test_convert_dispatches_to_reader_and_reports_bad_arguments(tmp_path, capsys
     v = ds.video(0)
     assert (v.label, v.split, v.num_frames) == (2, "test", 2)
     np.testing.assert_allclose(v.frame(0), [[(2 - 2.5) * 1.5 / 280, (1 - 2) * 1.5 / 280, 1.5]], rtol=1e-6)
-    with pytest.raises(SystemExit, match="--src is required"):
-        main(["data", "convert", "--format", "msr", "--out", str(tmp_path / "x")])
-    with pytest.raises(SystemExit, match="does not exist"):
-        main(["data", "convert", "--format", "ntu60", "--src", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
-    with pytest.raises(SystemExit, match="unknown synthetic option 'colour'"):
-        main(["data", "convert", "--format", "synthetic", "--out", str(tmp_path / "x"), "--set", "colour=1"])
+    # one line on stderr and exit code 1, no traceback
+    for argv, message in ((["--format", "msr", "--out", str(tmp_path / "x")], "--src is required"),
+                          (["--format", "ntu60", "--src", str(tmp_path / "nope"), "--out", str(tmp_path / "x")],
+                           "does not exist"),
+                          (["--format", "synthetic", "--out", str(tmp_path / "x"), "--set", "colour=1"],
+                           "unknown synthetic option 'colour'")):
+        capsys.readouterr()
+        assert main(["data", "convert", *argv]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("cross4d data convert: error: ") and message in err and "Traceback" not in err
 
 
 def test_convert_passes_reader_options_hoi4d_semseg_and_dt4d(tmp_path, capsys):

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from transformers import Dinov2Config, Dinov2Model, VJEPA2Config, VJEPA2Model
 
 from cross4d_core.correspondence import render_correspondence
+from cross4d_core.errors import TargetCacheError
 from cross4d_core.targets import (
     ClipTargets,
     FeatureProjection,
@@ -311,7 +312,7 @@ def test_precompute_resumes_and_refuses_other_settings(dinov2, tmp_path):
 
     shutil.rmtree(out / "shards" / "shard-000002")  # as if killed before the last shard
     (out / "manifest.json").unlink()
-    with pytest.raises(FileNotFoundError, match="unfinished"):
+    with pytest.raises(TargetCacheError, match="unfinished"):
         TargetCache(out)
     precompute_targets(clips, dinov2, "render", out, d_p=8, image_size=42, shard_size=2)
     assert os.stat(out / "shards" / "shard-000000" / "features.npy").st_mtime_ns == kept

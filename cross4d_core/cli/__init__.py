@@ -13,6 +13,8 @@ import os
 import pkgutil
 import sys
 
+from cross4d_core.errors import Cross4DError
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -27,18 +29,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand. Bad input (the project's errors are ``ValueError`` / ``OSError``
-    subclasses whose message names the file or field) is reported as one line and exit
-    code 1; ``CROSS4D_TRACEBACK=1`` re-raises it for debugging."""
+    """Run one subcommand; the one place errors become messages. The project's errors
+    (:class:`~cross4d_core.errors.Cross4DError`, whose message names the file or field) and
+    bad input met in libraries (``ValueError`` / ``OSError``) are reported as one line, with
+    the error's exit code (1; 3 for a non-finite loss); ``CROSS4D_TRACEBACK=1`` re-raises
+    for debugging."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as exc:
+    except (Cross4DError, ValueError, OSError) as exc:
         if os.environ.get("CROSS4D_TRACEBACK") == "1":
             raise
         command = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
         print(f"cross4d {command}: error: {exc}", file=sys.stderr)
-        return 1
+        return getattr(exc, "exit_code", 1)

@@ -6,6 +6,8 @@ import importlib
 import json
 from pathlib import Path
 
+from cross4d_core.errors import ConfigError
+
 READER_FORMATS = ("msr", "ntu60", "hoi4d", "dt4d")
 
 
@@ -130,14 +132,14 @@ def run_convert(args: argparse.Namespace) -> int:
         for key, value in options.items():
             key = {"videos_per_class_per_subject": "videos_per_class", "num_subjects": "subjects"}.get(key, key)
             if not hasattr(synth_args, key):
-                raise SystemExit(f"cross4d data convert: unknown synthetic option {key!r}")
+                raise ConfigError(f"unknown synthetic option {key!r}")
             setattr(synth_args, key, value)
         summary = _synth(args.out, synth_args, progress=not args.quiet)
     else:
         if args.src is None:
-            raise SystemExit(f"cross4d data convert: --src is required for --format {args.format}")
+            raise ConfigError(f"--src is required for --format {args.format}")
         if not Path(args.src).exists():
-            raise SystemExit(f"cross4d data convert: --src {args.src} does not exist")
+            raise ConfigError(f"--src {args.src} does not exist")
         reader = importlib.import_module(f"cross4d_core.data.readers.{args.format}")
         summary = reader.convert(Path(args.src), Path(args.out), progress=not args.quiet, **options)
     print(json.dumps({"format": args.format, "out": args.out, **summary}))

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
 from cross4d_core.cli.train import add_config_arguments
+from cross4d_core.errors import ConfigError
 
 
 def register(subparsers) -> None:
@@ -48,7 +48,7 @@ def _clip_sets(dataset_root: str, data, model_config, with_train: bool = True):
 
     kwargs = dict(frames=data.frames or model_config.num_frames, frame_step=data.frame_step,
                   clip_stride=data.clip_stride, num_points=data.num_points or model_config.num_points,
-                  short_video=data.short_video, seed=data.seed)
+                  short_video=data.short_video, seed=data.seed, verify=data.verify)
     train = ClipDataset(dataset_root, split=data.train_split, **kwargs) if with_train else None
     test = ClipDataset(dataset_root, split=data.test_split, **kwargs)
     for split, clips in ((data.train_split, train), (data.test_split, test)):
@@ -141,25 +141,16 @@ def probe_line(title: str, fit: dict, accuracy: dict) -> str:
 
 
 def _guard(fn):
-    """Run ``fn`` once per ``--checkpoint`` (``args.checkpoint`` one directory each time);
-    errors become one line and exit code 1."""
+    """Run ``fn`` once per ``--checkpoint`` (``args.checkpoint`` one directory each time)."""
     def handler(args) -> int:
-        from cross4d_core.training.checkpoint import CheckpointError
-        from cross4d_core.training.config import ConfigError
-        from cross4d_core.training.trainer import NonFiniteLossError
-
         checkpoints = list(args.checkpoint)
-        try:
-            if args.out and len(checkpoints) > 1:
-                raise ValueError(f"--out names one output directory; {len(checkpoints)} checkpoints were given")
-            for checkpoint in checkpoints:
-                code = fn(argparse.Namespace(**{**vars(args), "checkpoint": checkpoint}))
-                if code:
-                    return code
-            return 0
-        except (ConfigError, CheckpointError, NonFiniteLossError, FileNotFoundError, ValueError) as exc:
-            print(f"cross4d {args.command}: error: {exc}", file=sys.stderr)
-            return 1
+        if args.out and len(checkpoints) > 1:
+            raise ConfigError(f"--out names one output directory; {len(checkpoints)} checkpoints were given")
+        for checkpoint in checkpoints:
+            code = fn(argparse.Namespace(**{**vars(args), "checkpoint": checkpoint}))
+            if code:
+                return code
+        return 0
     return handler
 
 

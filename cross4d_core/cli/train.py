@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
 # The repository's config/train/, so the default configs are found from any working directory.
@@ -93,7 +92,7 @@ def build_pretrain_dataset(config, device=None) -> PretrainData:
     clips = ClipDataset(data_cfg.path, split=data_cfg.split, frames=data_cfg.frames,
                         frame_step=data_cfg.frame_step, clip_stride=data_cfg.clip_stride,
                         num_points=data_cfg.num_points, short_video=data_cfg.short_video,
-                        seed=t.seed if data_cfg.source == "online" else 0)
+                        seed=t.seed if data_cfg.source == "online" else 0, verify=data_cfg.verify)
     normalisation = dict(clips.dataset.manifest.get("normalisation") or {})
     if data_cfg.source == "clips":
         from cross4d_core.targets import ClipBatch
@@ -165,9 +164,8 @@ def pretrain(config, resume: bool = False) -> dict:
 
 
 def run_pretrain(args) -> int:
-    from cross4d_core.training.config import ConfigError, TrainConfig, load_config
+    from cross4d_core.training.config import TrainConfig, load_config
     from cross4d_core.training.distributed import shutdown_distributed
-    from cross4d_core.training.trainer import NonFiniteLossError
 
     try:
         config = load_config(TrainConfig, args.config, args.overrides)
@@ -179,9 +177,6 @@ def run_pretrain(args) -> int:
             if "model_id" in results:  # rank 0
                 print(f"pretrained {results['objective']} (seed {run.seed}): steps={results.get('steps', 0)} "
                       f"final_loss={results.get('final_loss')} -> {run.out_dir}")
-    except (ConfigError, NonFiniteLossError, FileNotFoundError, ValueError) as exc:
-        print(f"cross4d pretrain: error: {exc}", file=sys.stderr)
-        return 1
     finally:
         shutdown_distributed()
     return 0

@@ -4,9 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-
-class CorrespondenceError(ValueError):
-    """A clip cannot be put in correspondence (empty, no finite point, wrong shapes, ...)."""
+from cross4d_core.errors import CorrespondenceError
 
 
 def as_points(points: np.ndarray | torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:

@@ -32,15 +32,16 @@ sampler replaces them (see :mod:`cross4d_core.data.clips`).
 from __future__ import annotations
 
 import hashlib
-import json
 import re
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from cross4d_core.fileio import atomic_directory, remove_temporaries, write_json_atomic
+from cross4d_core.errors import DatasetFormatError
+from cross4d_core.fileio import atomic_directory, read_json, remove_temporaries, write_json_atomic
 from cross4d_core.geometry.camera import PinholeCamera
 from cross4d_core.manifests import DATASET_FORMAT
 
@@ -50,23 +51,8 @@ MANIFEST = "manifest.json"
 _VIDEO_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$")
 
 
-class DatasetFormatError(ValueError):
-    """A dataset file is missing, truncated, corrupt or inconsistent; the message starts
-    with the offending file's path."""
-
-    def __init__(self, path: Path | str, reason: str) -> None:
-        self.path = Path(path)
-        super().__init__(f"{self.path}: {reason}")
-
-
 def _read_json(path: Path) -> dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DatasetFormatError(path, "missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetFormatError(path, f"not valid JSON ({e})") from None
+    return read_json(path, DatasetFormatError)
 
 
 def _sha256(path: Path) -> str:
@@ -345,8 +331,8 @@ class VideoRecord:
             check_file(path, spec, self.verify)
             try:
                 arr = np.load(path, mmap_mode="r", allow_pickle=False)
-            except (ValueError, OSError) as e:
-                raise DatasetFormatError(path, f"cannot be read as .npy ({e})") from None
+            except (ValueError, OSError, SyntaxError, EOFError, tokenize.TokenError) as e:  # a garbled header
+                raise DatasetFormatError(path, f"cannot be read as .npy ({type(e).__name__}: {e})") from None
             if list(arr.shape) != spec["shape"] or str(arr.dtype) != spec["dtype"]:
                 raise DatasetFormatError(path, f"holds {arr.dtype}{list(arr.shape)}, meta.json says "
                                                f"{spec['dtype']}{spec['shape']}")

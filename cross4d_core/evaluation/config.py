@@ -25,6 +25,9 @@ class ClipDataConfig:
     seed: int = 0
     batch_size: int = 16
     """Feature-extraction batch size."""
+    verify: str = "checksum"
+    """Dataset file check on first access of each video: ``checksum`` (SHA-256 against
+    meta.json, as ``cross4d data info --verify checksum``), ``size`` or ``none``."""
     num_workers: int = 0
 
 

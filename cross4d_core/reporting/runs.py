@@ -8,11 +8,13 @@ where each field came from, so the report can show it.
 """
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cross4d_core.errors import FileError, ReportError
+from cross4d_core.fileio import read_json
 
 from cross4d_core.manifests import DATASET_FORMAT, TARGET_CACHE_FORMAT
 
@@ -21,8 +23,6 @@ RESULT_FILES = {f"{p}_results.json": p for p in PROTOCOLS}
 OBJECTIVES_WITHOUT_TEACHER = ("none", "intra")
 
 
-class ReportError(ValueError):
-    """A results directory or file cannot be used (the message names it)."""
 
 
 @dataclass
@@ -69,9 +69,11 @@ def find_result_files(dirs: Iterable[str | Path]) -> list[Path]:
 
 
 def _read_json(path: Path) -> dict | None:
+    """A JSON object, or None when the file is missing, unreadable or not an object (a report
+    lists what it can read and names the rest)."""
     try:
-        value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        value = read_json(path)
+    except FileError:
         return None
     return value if isinstance(value, dict) else None
 

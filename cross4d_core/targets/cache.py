@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cross4d_core.errors import TargetCacheError
 from cross4d_core.fileio import atomic_directory, remove_temporaries, remove_tree, write_json_atomic
 from cross4d_core.manifests import TARGET_CACHE_FORMAT
 from cross4d_core.targets.batch import ClipTargets, TargetBatch, compact_targets
@@ -144,10 +145,10 @@ def _read_report(path: Path) -> dict:
             report[key]  # noqa: B018 - presence check
         return report
     except FileNotFoundError:
-        raise ValueError(f"{path}: missing (the shard is corrupt; delete its directory and rerun to rewrite it)") \
+        raise TargetCacheError(path, "missing (the shard is corrupt; delete its directory and rerun to rewrite it)") \
             from None
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{path}: corrupt shard report ({type(err).__name__}: {err}); delete the shard "
+        raise TargetCacheError(path, f"corrupt shard report ({type(err).__name__}: {err}); delete the shard "
                          "directory and rerun to rewrite it") from None
 
 
@@ -156,7 +157,7 @@ def _shard_dirs(root: Path) -> list[Path]:
     shards = sorted(p for p in (root / "shards").glob("shard-*") if p.is_dir())
     for i, path in enumerate(shards):
         if path.name != shard_name(i):
-            raise ValueError(f"{root / 'shards'}: {shard_name(i)} is missing but {path.name} exists "
+            raise TargetCacheError(root / 'shards', f"{shard_name(i)} is missing but {path.name} exists "
                              "(shards are written in order; delete the later ones and rerun)")
     return shards
 
@@ -185,7 +186,7 @@ class TargetCacheWriter:
             diff = sorted(k for k in set(old) | set(self.config) if old.get(k) != self.config.get(k))
             if diff:
                 changes = ", ".join(f"{k}: {old.get(k)!r} != {self.config.get(k)!r}" for k in diff)
-                raise ValueError(f"{self.root}: holds a cache made with other settings ({changes}); "
+                raise TargetCacheError(self.root, f"holds a cache made with other settings ({changes}); "
                                  "choose another --out or pass overwrite")
         elif overwrite and self.root.exists():
             remove_tree(self.root)
@@ -220,7 +221,7 @@ class TargetCacheWriter:
         if stored is None:
             projection.save(self.projection_path)
         elif not (torch.equal(stored.weight, projection.weight) and torch.equal(stored.mean, projection.mean)):
-            raise ValueError(f"{self.projection_path}: stored projection differs from the configured one")
+            raise TargetCacheError(self.projection_path, "stored projection differs from the configured one")
 
     def shard_done(self, shard: int) -> bool:
         return shard < self.num_shards
@@ -231,7 +232,7 @@ class TargetCacheWriter:
         ``dropped``: one ``{"clip", "reason"}`` per clip left out. Returns the shard's report.
         """
         if shard != self.num_shards:
-            raise ValueError(f"{self.root}: shard {shard} written out of order (next is {self.num_shards})")
+            raise TargetCacheError(self.root, f"shard {shard} written out of order (next is {self.num_shards})")
         arrays, report = _shard_arrays(records)
         report["dropped"] = list(dropped or [])
         with atomic_directory(self.root / "shards" / shard_name(shard)) as tmp:
@@ -360,21 +361,21 @@ def read_cache_manifest(root: str | Path) -> dict:
     """``root/manifest.json`` of a target cache; errors say what the directory holds instead."""
     path = Path(root) / MANIFEST
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no manifest, the cache is missing or unfinished "
+        raise TargetCacheError(path, "no manifest, the cache is missing or unfinished "
                                 "(rerun `cross4d precompute` with the same --out to resume)")
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: corrupt manifest ({err})") from None
+        raise TargetCacheError(path, f"corrupt manifest ({err})") from None
     kind = manifest.get("format") if isinstance(manifest, dict) else None
     if kind != CACHE_FORMAT:
         if kind is None and isinstance(manifest, dict) and manifest.get("format_version") == 1:
-            raise ValueError(f"{path}: a target cache of format 1 (per-clip grids, older cross4d); rerun "
+            raise TargetCacheError(path, "a target cache of format 1 (per-clip grids, older cross4d); rerun "
                              "`cross4d precompute` into a new --out")
-        raise ValueError(f"{path}: not a {CACHE_FORMAT} manifest (format={kind!r}); data.source 'targets' "
+        raise TargetCacheError(path, f"not a {CACHE_FORMAT} manifest (format={kind!r}); data.source 'targets' "
                          "needs a cache written by `cross4d precompute`")
     if manifest.get("format_version") != CACHE_FORMAT_VERSION:
-        raise ValueError(f"{path}: target cache format version {manifest.get('format_version')!r}, this code "
+        raise TargetCacheError(path, f"target cache format version {manifest.get('format_version')!r}, this code "
                          f"reads {CACHE_FORMAT_VERSION}")
     return manifest
 
@@ -392,7 +393,7 @@ class TargetCache(torch.utils.data.Dataset):
         try:
             num_shards = int(self.manifest["num_shards"])
         except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{self.root / MANIFEST}: 'num_shards' must be an integer "
+            raise TargetCacheError(self.root / MANIFEST, f"'num_shards' must be an integer "
                              f"({type(err).__name__}: {err})") from None
         self._reports = [_read_report(self._folder(s) / "report.json") for s in range(num_shards)]
         self._offsets = np.cumsum([0] + [r["clips"] for r in self._reports]).tolist()
@@ -423,9 +424,9 @@ class TargetCache(torch.utils.data.Dataset):
                 try:
                     arrays[name] = np.load(path, mmap_mode="r", allow_pickle=False)
                 except (OSError, ValueError) as err:
-                    raise ValueError(f"{path}: unreadable cache file ({err})") from err
+                    raise TargetCacheError(path, f"unreadable cache file ({err})") from err
                 if arrays[name].shape[:1] != (sizes[level],):
-                    raise ValueError(f"{path}: holds {arrays[name].shape[:1]} rows, report.json says "
+                    raise TargetCacheError(path, f"holds {arrays[name].shape[:1]} rows, report.json says "
                                      f"{sizes[level]} {level}")
             self._arrays[shard] = arrays
         return self._arrays[shard]

@@ -14,10 +14,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class TeacherWeightsNotFound(OSError):
-    """The teacher's weights are neither cached locally nor reachable."""
-
-
 class Teacher(ABC):
     """A frozen teacher that maps a clip's frames to per-slot patch grids.
 

@@ -15,7 +15,6 @@ each file is written atomically (temp file + ``os.replace``).
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -25,45 +24,38 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
+from cross4d_core.errors import CheckpointError
 from cross4d_core.fileio import atomic_directory, atomic_path, remove_temporaries, remove_tree, write_json_atomic
+from cross4d_core.fileio import read_json as read_json_file
 
 CHECKPOINT_DIR = "checkpoints"
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, corrupt or does not match the model (names the file)."""
-
-
 def read_json(path: str | Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"missing file {path}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"corrupt JSON file {path}: {exc}") from exc
+    return read_json_file(path, CheckpointError)
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(path)
     except FileNotFoundError as exc:
-        raise CheckpointError(f"missing file {path}") from exc
+        raise CheckpointError(path, "missing") from exc
     except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"corrupt safetensors file {path}: {exc}") from exc
+        raise CheckpointError(path, f"corrupt safetensors file ({exc})") from exc
 
 
 def _load_module(module: nn.Module, path: Path, device: torch.device | str = "cpu") -> None:
     try:
         missing, unexpected = load_model(module, path, strict=False, device=str(device))
     except FileNotFoundError as exc:
-        raise CheckpointError(f"missing file {path}") from exc
+        raise CheckpointError(path, "missing") from exc
     except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"corrupt safetensors file {path}: {exc}") from exc
+        raise CheckpointError(path, f"corrupt safetensors file ({exc})") from exc
     except RuntimeError as exc:  # shape mismatch
-        raise CheckpointError(f"{path} does not match the model: {exc}") from exc
+        raise CheckpointError(path, f"does not match the model: {exc}") from exc
     if missing or unexpected:
-        raise CheckpointError(f"{path} does not match the model: missing keys {sorted(missing)[:8]}, "
+        raise CheckpointError(path, f"does not match the model: missing keys {sorted(missing)[:8]}, "
                               f"unexpected keys {sorted(unexpected)[:8]}")
 
 
@@ -146,7 +138,7 @@ def load_training_checkpoint(path: str | Path, model: nn.Module, optimizer: torc
     try:
         optimizer.load_state_dict(opt)
     except (ValueError, KeyError) as exc:
-        raise CheckpointError(f"{path / 'optimizer.safetensors'} does not match the optimizer: {exc}") from exc
+        raise CheckpointError(path / "optimizer.safetensors", f"does not match the optimizer: {exc}") from exc
     return state, _load_tensors(path / "rng.safetensors")
 
 
@@ -198,7 +190,7 @@ def load_encoder(directory: str | Path, device: torch.device | str = "cpu") -> t
     try:
         config = Point4DConfig.from_dict(meta["model_config"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{directory / CONFIG_FILE}: invalid model_config ({exc})") from exc
+        raise CheckpointError(directory / CONFIG_FILE, f"invalid model_config ({exc})") from exc
     encoder = Point4DEncoder(config)
     _load_module(encoder, directory / ENCODER_FILE)
     return encoder.to(device).eval(), meta
@@ -212,7 +204,7 @@ def load_classifier(directory: str | Path, device: torch.device | str = "cpu") -
     tensors = _load_tensors(path)
     if (set(tensors) != {"weight", "bias"} or tensors["weight"].ndim != 2
             or tensors["bias"].shape != tensors["weight"].shape[:1]):
-        raise CheckpointError(f"{path}: expected tensors weight [K,C] and bias [K], got "
+        raise CheckpointError(path, f"expected tensors weight [K,C] and bias [K], got "
                               f"{ {k: tuple(v.shape) for k, v in tensors.items()} }")
     k, c = tensors["weight"].shape
     head = nn.Linear(c, k)
@@ -227,6 +219,6 @@ def load_recognizer(directory: str | Path, device: torch.device | str = "cpu"
     classifier = load_classifier(directory, device)
     labels = list(meta.get("label_names") or [])
     if classifier is not None and classifier.out_features != len(labels):
-        raise CheckpointError(f"{Path(directory) / CONFIG_FILE}: {len(labels)} label names but the "
+        raise CheckpointError(Path(directory) / CONFIG_FILE, f"{len(labels)} label names but the "
                               f"classifier has {classifier.out_features} outputs")
     return encoder, classifier, labels, meta

@@ -16,11 +16,9 @@ from typing import Any, TypeVar
 
 import yaml
 
+from cross4d_core.errors import ConfigError
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration file or override is invalid (the message names key, value, source)."""
 
 
 @dataclass
@@ -59,6 +57,9 @@ class DataConfig:
     batch_size: int = 16
     """Global batch size (split evenly over DDP ranks)."""
     num_workers: int = 0
+    verify: str = "checksum"
+    """``clips`` / ``online``: dataset file check on first access of each video (``checksum``:
+    SHA-256 against meta.json, as ``cross4d data info --verify checksum``; ``size``; ``none``)."""
 
 
 @dataclass

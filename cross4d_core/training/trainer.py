@@ -35,6 +35,7 @@ from cross4d_core.training.checkpoint import (
     save_training_checkpoint,
 )
 from cross4d_core.training.config import TrainConfig, config_to_dict
+from cross4d_core.errors import NonFiniteLossError
 from cross4d_core.training.distributed import (
     DistInfo,
     all_gather_objects,
@@ -46,10 +47,6 @@ from cross4d_core.training.rng import capture_rng_state, restore_rng_state, seed
 from cross4d_core.training.schedule import warmup_cosine_lr
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or Inf; training stopped (the last checkpoint is left intact)."""
 
 
 class ResumableDistributedSampler(DistributedSampler):

@@ -10,17 +10,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-
-class SourceFormatError(ValueError):
-    """A source file is corrupt, truncated or not in the documented layout.
-
-    The message starts with the file's path, e.g.
-    ``/data/a01_s01_e01_sdepth.bin: body has 1200 bytes, header needs 4 x 10 x 8 x 4 = 1280``.
-    """
-
-    def __init__(self, path: Path | str, reason: str) -> None:
-        self.path = Path(path)
-        super().__init__(f"{self.path}: {reason}")
+from cross4d_core.errors import SourceFormatError
 
 
 def backproject_depth(depth: np.ndarray, scale: float) -> list[np.ndarray]:
