@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from cross4d_core.teachers.base import FrozenModelTeacher, Teacher, TeacherWeightsNotFound
+from cross4d_core.errors import TeacherWeightsNotFound
+from cross4d_core.teachers.base import FrozenModelTeacher, Teacher
 from cross4d_core.teachers.hf import Dinov2Teacher, VJEPA2Teacher
 from cross4d_core.teachers.parts import PART_TEACHER_NAME, PartTeacher
 

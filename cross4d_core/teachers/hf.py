@@ -6,7 +6,8 @@ import os
 import torch
 
 from cross4d_core.geometry.image_transform import ImageTransform
-from cross4d_core.teachers.base import FrozenModelTeacher, TeacherWeightsNotFound
+from cross4d_core.errors import TeacherWeightsNotFound
+from cross4d_core.teachers.base import FrozenModelTeacher
 
 
 def load_pretrained(model_class, name_or_path: str):
