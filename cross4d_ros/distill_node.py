@@ -22,11 +22,11 @@ from std_msgs.msg import Header
 from cross4d_core.colours import pca_colours
 from cross4d_core.correspondence import fit_virtual_camera
 from cross4d_core.geometry.projection import pixel_of, project_points
+from cross4d_core.msgconv import ns_to_seconds
 from cross4d_core.targets import FeatureProjection, TargetCacheWriter, TargetRecord, cache_config
 from cross4d_core.targets.precompute import correspond_clip, target_record
 from cross4d_core.types import Clip
 from cross4d_core.windowing import Window
-from cross4d_core.msgconv import ns_to_seconds
 from cross4d_ros.messages import make_image, make_pointcloud2, stamp_msg
 from cross4d_ros.params import Param
 from cross4d_ros.stream_node import StreamNode, as_matrix, run_node
