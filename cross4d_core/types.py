@@ -1,7 +1,8 @@
-"""Core data model (DESIGN.md §2). Units: metres, seconds; points float32."""
+"""Core data model. Units: metres; stamps integer nanoseconds; points float32."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -10,31 +11,43 @@ from cross4d_core.geometry.camera import PinholeCamera
 
 
 @dataclass
-class Clip:
-    """A clip of T point-cloud frames with N points each.
+class FrameSequence:
+    """T frames of one recording, each with its own number of points: what the synthetic world
+    renders, a dataset video holds (``VideoRecord.sequence()``) and the bag writer records. The
+    one spelling of a sequence: ``points``, ``stamps_ns``, ``images``, ``cameras``.
 
     Attributes:
-        points: ``[T, N, 3]`` float32, metres.
-        stamps: ``[T]`` float64, seconds.
-        images: optional ``[T, H, W, 3]`` uint8 RGB, aligned with ``cameras`` (camera mode).
+        points: T ``[n_t, 3]`` arrays (metres; a ``[T, N, 3]`` array when every frame has N).
+        stamps_ns: ``[T]`` int64 frame stamps (integer nanoseconds).
+        images: optional ``[T, H, W, 3]`` uint8 RGB, aligned with ``cameras``.
         cameras: optional list of T :class:`PinholeCamera` (one per frame).
         label: optional action class index.
+    """
+
+    points: Sequence[np.ndarray]
+    stamps_ns: np.ndarray
+    images: np.ndarray | None = None
+    cameras: list[PinholeCamera] | None = None
+    label: int | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.points)
+
+
+@dataclass
+class Clip(FrameSequence):
+    """A clip of T point-cloud frames with N points each (model input).
+
+    Attributes (beyond :class:`FrameSequence`):
+        points: ``[T, N, 3]`` float32, metres.
         part: optional ``[T, N]`` int64 per-point part labels (synthetic data, segmentation).
         track: optional ``[T, N]`` int64 ground-truth track ids (same id = same physical
             surface point across frames; -1 = no track).
     """
 
-    points: np.ndarray
-    stamps: np.ndarray
-    images: np.ndarray | None = None
-    cameras: list[PinholeCamera] | None = None
-    label: int | None = None
     part: np.ndarray | None = None
     track: np.ndarray | None = None
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.points.shape[0])
 
     @property
     def num_points(self) -> int:

@@ -39,10 +39,10 @@ def perception_node_command(checkpoint: Path, cloud_topic: str, window_length: i
                          "-p", "skip_stale_windows:=false", "-p", "queue_depth:=64", "-p", "qos_input_depth:=64"]
 
 
-def _truth_of(recorded: list[dict], start: float, end: float) -> dict | None:
+def _truth_of(recorded: list[dict], start_ns: int, end_ns: int) -> dict | None:
     """The recorded video whose stamps contain the whole window, or None (window straddles two)."""
     for video in recorded:
-        if video["start"] - 1e-6 <= start and end <= video["end"] + 1e-6:
+        if video["start_ns"] <= start_ns and end_ns <= video["end_ns"]:
             return video
     return None
 
@@ -54,7 +54,7 @@ def replay_bag_through_node(bag: Path, recorded: list[dict], checkpoint: Path, w
 
     Args:
         bag: rosbag2 directory written by :func:`cross4d_core.data.rosbag.write_synthetic_bag`.
-        recorded: its ``recorded`` list (per-video id, label, stamp range): the ground truth.
+        recorded: its ``recorded`` list (per-video id, label, stamp range in ns): the ground truth.
         checkpoint: recognizer directory (``cross4d pretrain`` + ``cross4d probe``).
         work: where the node's log goes.
         window_length / stride / num_points: the node's windowing (as the model was trained).
@@ -69,7 +69,7 @@ def replay_bag_through_node(bag: Path, recorded: list[dict], checkpoint: Path, w
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     from cross4d.msg import ActionRecognition
-    from cross4d_core.msgconv import stamp_to_seconds
+    from cross4d_core.msgconv import stamp_to_ns
     from cross4d_ros.replay import SequencePublisher, read_bag_messages
 
     cloud_topic = "/camera/depth/points"
@@ -80,15 +80,14 @@ def replay_bag_through_node(bag: Path, recorded: list[dict], checkpoint: Path, w
     with open(log_path, "w") as log:
         node_process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
     published: dict[int, float] = {}
-    results: list[tuple[float, float, str, float, float]] = []
+    results: list[tuple[int, int, str, float, float]] = []
     lock = threading.Lock()
 
     def on_action(msg) -> None:
         received = time.monotonic()
-        stamp_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
         with lock:
-            sent = published.get(stamp_ns)
-            results.append((stamp_to_seconds(msg.window_start), stamp_to_seconds(msg.window_end), msg.label,
+            sent = published.get(stamp_to_ns(msg.header.stamp))
+            results.append((stamp_to_ns(msg.window_start), stamp_to_ns(msg.window_end), msg.label,
                             msg.score, (received - sent) * 1e3 if sent is not None else float("nan")))
 
     rclpy.init()

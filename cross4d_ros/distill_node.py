@@ -1,4 +1,4 @@
-"""distill_node: online correspondence + frozen teacher on the robot (DESIGN.md §5).
+"""distill_node: online correspondence + frozen teacher on the robot.
 
 Windows of clouds (+ images and camera infos in camera mode) -> point -> patch
 correspondence (``render``: virtual camera from the cloud alone; ``camera``: the real
@@ -19,18 +19,18 @@ import torch
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
 
+from cross4d_core.colours import pca_colours
 from cross4d_core.correspondence import fit_virtual_camera
 from cross4d_core.geometry.projection import pixel_of, project_points
+from cross4d_core.msgconv import ns_to_seconds
 from cross4d_core.targets import FeatureProjection, TargetCacheWriter, TargetRecord, cache_config
 from cross4d_core.targets.precompute import correspond_clip, target_record
 from cross4d_core.types import Clip
 from cross4d_core.windowing import Window
-from cross4d_ros.messages import make_image, make_pointcloud2
+from cross4d_ros.messages import make_image, make_pointcloud2, stamp_msg
 from cross4d_ros.params import Param
-from cross4d_ros.torch_setup import TORCH_PARAMS, configure_torch
-from cross4d_core.colours import pca_colours
-from cross4d_ros.preprocess import FramePreprocessor, stamp_seed
 from cross4d_ros.stream_node import StreamNode, as_matrix, run_node
+from cross4d_ros.torch_setup import TORCH_PARAMS, configure_torch
 
 _IDENTITY = [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
 
@@ -103,6 +103,8 @@ class TargetRecorder:
 
 
 class DistillNode(StreamNode):
+    pairs_images = True  # camera mode reads Image + CameraInfo
+
     def __init__(self, **kwargs) -> None:
         super().__init__("distill_node", **kwargs)
         from cross4d_core.teachers import load_teacher
@@ -111,11 +113,9 @@ class DistillNode(StreamNode):
         self.device = configure_torch(p)
         if p["correspondence"] == "camera" and not (p["image_topic"] and p["camera_info_topic"]):
             raise ValueError("correspondence 'camera' needs both 'image_topic' and 'camera_info_topic'")
-        points_transform = as_matrix(p["points_transform"], "points_transform")
         # Model points live in the transformed frame: camera <- model = camera <- cloud <- model.
         camera_from_cloud = as_matrix(p["camera_from_cloud"], "camera_from_cloud")
-        self.camera_from_model = camera_from_cloud @ np.linalg.inv(points_transform)
-        self.preprocess = FramePreprocessor(p["num_points"], points_transform, p["range_min"], p["range_max"])
+        self.camera_from_model = camera_from_cloud @ np.linalg.inv(self.preprocess.transform)
         try:
             self.teacher = load_teacher(p["teacher_kind"], p["teacher_model"], device=self.device,
                                         dtype=torch.bfloat16 if self.device.type == "cuda" else None)
@@ -148,17 +148,19 @@ class DistillNode(StreamNode):
             self.recorder.flush()
 
     def _clip(self, window: Window) -> tuple[Clip, list[np.ndarray]]:
-        inputs = [self.preprocess(f.points, seed=stamp_seed(f.stamp)) for f in window.frames]
-        points = np.stack([pts for pts, _ in inputs])
+        """The window's model input (each frame preprocessed once, on arrival) as a Clip, and the
+        per-frame indices of its points into the raw clouds."""
+        points = np.stack([f.model_input.points for f in window.frames])
         images = cameras = None
         if self.params["correspondence"] == "camera":
-            missing = [f.stamp for f in window.frames if f.image is None or f.camera is None]
+            missing = [f.stamp_ns for f in window.frames if f.image is None or f.camera is None]
             if missing:
                 raise ValueError(f"{len(missing)} frames of the window have no paired image / camera info "
-                                 f"(first at t={missing[0]:.6f}); check sync_tolerance")
+                                 f"(first at t={ns_to_seconds(missing[0]):.6f} s); check sync_tolerance")
             images = np.stack([f.image for f in window.frames])
             cameras = [dataclasses.replace(f.camera, T_cam_from_points=self.camera_from_model) for f in window.frames]
-        return Clip(points=points, stamps=window.stamps, images=images, cameras=cameras), [i for _, i in inputs]
+        clip = Clip(points=points, stamps_ns=window.stamps_ns, images=images, cameras=cameras)
+        return clip, [f.model_input.index for f in window.frames]
 
     @torch.no_grad()
     def process_window(self, window: Window) -> None:
@@ -169,7 +171,7 @@ class DistillNode(StreamNode):
         feats, transform = self.teacher.grid_features(images)
         grids = self.projection(feats).reshape(feats.shape[0], -1, p["d_p"])  # [S, P, d_p]
         newest = window.frames[-1]
-        header = Header(stamp=self.stamp_msg(newest.stamp), frame_id=newest.frame_id)
+        header = Header(stamp=stamp_msg(newest.stamp_ns), frame_id=newest.frame_id)
         visible = corr.visible[-1].cpu().numpy()
         targets = grids[corr.slot[-1], corr.patch[-1].clamp_min(0)].cpu().numpy()[visible]
         colours = pca_colours(targets) if len(targets) else np.zeros((0, 3), np.uint8)
@@ -178,9 +180,7 @@ class DistillNode(StreamNode):
         first[np.unique(indices[-1], return_index=True)[1]] = True
         keep = first[visible]
         cloud = make_pointcloud2(header, newest.points[indices[-1][visible][keep]], rgb=colours[keep],
-                                 embedding=targets[keep])
-        if len(cloud.fields) > 4:
-            cloud.fields[-1].name = "target"
+                                 embedding=targets[keep], embedding_name="target")
         self.targets_pub.publish(cloud)
         self.overlay_pub.publish(make_image(header, self._overlay(clip, images, visible, colours), "rgb8"))
 

@@ -1,9 +1,10 @@
-"""perception_node: streaming 4D recognition (DESIGN.md §5).
+"""perception_node: streaming 4D recognition.
 
-clouds (+ optional images) -> windows of T frames -> POINT4D student (per-frame tokens
-cached across overlapping windows) -> ``~/actions`` (ActionRecognition, top-k labels) and
+clouds -> windows of T frames -> POINT4D student (per-frame tokens cached across
+overlapping windows) -> ``~/actions`` (ActionRecognition, top-k labels) and
 ``~/point_embeddings`` (PointEmbeddings of the newest frame: x, y, z, PCA rgb, embedding)
-plus a DiagnosticArray on ``/diagnostics``.
+plus a DiagnosticArray on ``/diagnostics``. It needs no camera: it declares no image
+topics (distill_node does).
 """
 from __future__ import annotations
 
@@ -14,14 +15,13 @@ import torch
 from std_msgs.msg import Header
 
 from cross4d.msg import ActionRecognition, PointEmbeddings
+from cross4d_core.colours import pca_colours
+from cross4d_core.frame_cache import FrameEncodingCache
 from cross4d_core.models import Point4DOutput
 from cross4d_core.windowing import Window
-from cross4d_ros.frame_cache import FrameEncodingCache
-from cross4d_ros.messages import make_action_recognition, make_point_embeddings
+from cross4d_ros.messages import make_action_recognition, make_point_embeddings, stamp_msg
 from cross4d_ros.params import Param
-from cross4d_core.colours import pca_colours
-from cross4d_ros.preprocess import FramePreprocessor, stamp_seed
-from cross4d_ros.stream_node import StreamNode, as_matrix, run_node
+from cross4d_ros.stream_node import StreamNode, run_node
 from cross4d_ros.torch_setup import TORCH_PARAMS, configure_torch
 
 #: Parameters of every node that runs a torch model.
@@ -60,12 +60,9 @@ class PerceptionNode(StreamNode):
             raise ValueError(f"checkpoint {p['checkpoint']}: {len(self.label_names)} label names for "
                              f"{num_classes} classes")
         self.model_id = str(meta.get("model_id", p["checkpoint"]))
-        self.preprocess = FramePreprocessor(p["num_points"], as_matrix(p["points_transform"], "points_transform"),
-                                            p["range_min"], p["range_max"])
         self.cache = FrameEncodingCache(self.encoder, p["window_length"] + p["stride"])
-        self._frame_inputs: dict[float, tuple[np.ndarray, np.ndarray]] = {}
-        # Cumulative time up to the ActionRecognition publish (pre-processing + encoder +
-        # classifier) and of the PointEmbeddings part, for diagnostics and the benchmark.
+        # Cumulative time up to the ActionRecognition publish (encoder + classifier; a frame is
+        # preprocessed once, on arrival) and of the PointEmbeddings part, for diagnostics and the benchmark.
         self.inference_ms_total = self.embeddings_ms_total = 0.0
         self.actions_pub = self.create_publisher(ActionRecognition, "~/actions", self.output_qos,
                                                  event_callbacks=self.publisher_events())
@@ -84,56 +81,48 @@ class PerceptionNode(StreamNode):
                 "embeddings_ms_total": f"{self.embeddings_ms_total:.1f}",
                 "frame_cache_hits": self.cache.hits, "frame_cache_misses": self.cache.misses}
 
-    def on_reset(self) -> None:
-        self.cache.clear()
-        self._frame_inputs.clear()
-
-    def _frame_input(self, frame) -> tuple[np.ndarray, np.ndarray]:
-        """Preprocessed ``(points [N, 3], index [N])`` of a frame, computed once per stamp."""
-        if frame.stamp not in self._frame_inputs:
-            self._frame_inputs[frame.stamp] = self.preprocess(frame.points, seed=stamp_seed(frame.stamp))
-        return self._frame_inputs[frame.stamp]
+    def model_input(self, window: Window) -> torch.Tensor:
+        """``[T, N, 3]`` model points of the window (each frame was preprocessed once, on arrival)."""
+        return torch.from_numpy(np.stack([f.model_input.points for f in window.frames])).to(self.device)
 
     @torch.no_grad()
     def process_window(self, window: Window) -> None:
         started = time.perf_counter()
-        # Forget frames that left the window first: a frame that fails to preprocess must not
-        # keep the others of its windows alive forever.
-        live = {f.stamp for f in window.frames}
-        for stamp in [s for s in self._frame_inputs if s not in live]:
-            del self._frame_inputs[stamp]
-        inputs = [self._frame_input(f) for f in window.frames]
-        points = torch.from_numpy(np.stack([pts for pts, _ in inputs])).to(self.device)
+        points = self.model_input(window)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            output = self.cache.encode([f.stamp for f in window.frames], points)
+            output = self.cache.encode([(window.sequence, f.stamp_ns) for f in window.frames], points)
             logits = self.classifier(output.clip_feature)
         probs = torch.softmax(logits.float(), dim=-1)[0]
+        if not torch.isfinite(probs).all():
+            raise ValueError("the model's class scores are not finite; nothing published")
         k = min(self.get_parameter("top_k").value, probs.numel())
         scores, classes = torch.topk(probs, k)
         newest = window.frames[-1]
-        header = Header(stamp=self.stamp_msg(newest.stamp), frame_id=newest.frame_id)
+        header = Header(stamp=stamp_msg(newest.stamp_ns), frame_id=newest.frame_id)
         self.actions_pub.publish(make_action_recognition(
-            header, self.stamp_msg(window.start), self.stamp_msg(window.end), len(window.frames),
+            header, window.start_ns, window.end_ns, len(window.frames),
             [self.label_names[i] for i in classes.tolist()], scores.cpu().numpy(), self.model_id))
         published = time.perf_counter()
         self.inference_ms_total += (published - started) * 1e3
 
         if self.get_parameter("publish_embeddings").value:
-            self._publish_embeddings(window, output, points, inputs[-1][1], header)
+            self._publish_embeddings(window, output, points, header)
             self.embeddings_ms_total += (time.perf_counter() - published) * 1e3
 
-    def _publish_embeddings(self, window: Window, output, points: torch.Tensor, index: np.ndarray,
-                            header: Header) -> None:
+    def _publish_embeddings(self, window: Window, output, points: torch.Tensor, header: Header) -> None:
         newest = Point4DOutput(token_features=output.token_features[:, -1:], token_centres=output.token_centres[:, -1:],
                                token_point_index=output.token_point_index[:, -1:], clip_feature=output.clip_feature)
         features = self.encoder.point_features(newest, points[None, -1:])[0, 0].float().cpu().numpy()
-        # Repeat-padding appends copies: publish every source point once, in source order.
+        # Repeat-padding appends copies after the distinct prefix: publish every source point
+        # once (at most embedding_max_points), in source order.
+        index = window.frames[-1].model_input.index
         unique = len(np.unique(index))
         limit = self.get_parameter("embedding_max_points").value
         count = min(unique, limit) if limit else unique
-        features = features[:count]
+        order = np.argsort(index[:count], kind="stable")
+        features = features[:count][order]
         self.embeddings_pub.publish(make_point_embeddings(
-            header, self.stamp_msg(window.start), len(window.frames), window.frames[-1].points[index[:count]],
+            header, window.start_ns, len(window.frames), window.frames[-1].points[index[:count][order]],
             features, self.model_id, rgb=pca_colours(features)))
 
 

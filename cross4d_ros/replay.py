@@ -13,13 +13,15 @@ from typing import Callable, Iterator
 
 import numpy as np
 from rclpy.node import Node
-from builtin_interfaces.msg import Time
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
+from cross4d_core.data.rosbag import BagReader
 from cross4d_core.geometry.camera import PinholeCamera
-from cross4d_ros.messages import make_camera_info, make_header, make_image, make_pointcloud2, sec_to_stamp
+from cross4d_core.msgconv import stamp_to_ns
+from cross4d_ros.messages import make_camera_info, make_header, make_image, make_pointcloud2, stamp_msg
 from cross4d_ros.params import qos_profile
+
 
 def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.02) -> bool:
     """Poll ``predicate`` every ``poll`` s for up to ``timeout`` s; its last value."""
@@ -58,17 +60,16 @@ class SequencePublisher:
         """Block until every data publisher has a matched subscriber (DDS discovery)."""
         return wait_until(lambda: all(p.get_subscription_count() > 0 for p in self.publishers()), timeout)
 
-    def publish_clock(self, stamp: float | int) -> None:
-        """``/clock`` at ``stamp``: float seconds, or exact integer nanoseconds."""
+    def publish_clock(self, stamp_ns: int) -> None:
+        """``/clock`` at ``stamp_ns`` (integer nanoseconds)."""
         if self.clock is not None:
-            now = Time(sec=stamp // 10**9, nanosec=stamp % 10**9) if isinstance(stamp, int) else sec_to_stamp(stamp)
-            self.clock.publish(Clock(clock=now))
+            self.clock.publish(Clock(clock=stamp_msg(stamp_ns)))
 
-    def publish_frame(self, stamp: float, points: np.ndarray, frame_id: str = "camera",
+    def publish_frame(self, stamp_ns: int, points: np.ndarray, frame_id: str = "camera",
                       image: np.ndarray | None = None, camera: PinholeCamera | None = None) -> PointCloud2:
         """Publish ``/clock`` (if enabled), then image and camera info, then the cloud (the key)."""
-        header = make_header(stamp, frame_id)
-        self.publish_clock(stamp)
+        header = make_header(stamp_ns, frame_id)
+        self.publish_clock(stamp_ns)
         if image is not None and self.image is not None:
             self.image.publish(make_image(header, image, "rgb8"))
         if camera is not None and self.camera_info is not None:
@@ -78,26 +79,24 @@ class SequencePublisher:
         return cloud
 
 
+#: Message type of each kind :func:`read_bag_messages` replays.
+KIND_TYPES = {"cloud": "sensor_msgs/msg/PointCloud2", "image": "sensor_msgs/msg/Image",
+              "camera_info": "sensor_msgs/msg/CameraInfo"}
+
+
 def read_bag_messages(bag: str | Path, topics: dict[str, str]) -> Iterator[tuple[str, int, bytes]]:
-    """``(kind, header stamp in integer ns, serialized CDR)`` of a rosbag2 in recording order.
+    """``(kind, header stamp in integer ns, serialized CDR)`` of a rosbag2 in recording order,
+    read by :class:`cross4d_core.data.rosbag.BagReader` (errors: ``BagFormatError`` naming the bag).
 
     Args:
-        bag: rosbag2 directory (MCAP or sqlite3 storage).
+        bag: rosbag2 directory or bare ``.mcap`` / ``.db3`` file.
         topics: ``{bag topic: kind}`` with kind in ``cloud``, ``image``, ``camera_info``.
     """
-    from rosbags.highlevel import AnyReader
-    from rosbags.typesys import Stores, get_typestore
-
-    typestore = get_typestore(Stores.ROS2_HUMBLE)
-    with AnyReader([Path(bag)], default_typestore=typestore) as reader:
-        connections = [c for c in reader.connections if c.topic in topics]
-        missing = set(topics) - {c.topic for c in connections}
-        if missing:
-            found = sorted(c.topic for c in reader.connections)
-            raise ValueError(f"{bag}: no topic {sorted(missing)} (topics: {found})")
-        for connection, _, raw in reader.messages(connections=connections):
-            msg = reader.deserialize(raw, connection.msgtype)
-            yield topics[connection.topic], msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec, bytes(raw)
+    with BagReader(bag) as reader:
+        for topic, kind in topics.items():
+            reader.pick_topic(topic, KIND_TYPES[kind], required=True)
+        for topic, msgtype, raw in reader.messages(topics):
+            yield topics[topic], stamp_to_ns(reader.deserialize(raw, msgtype).header.stamp), bytes(raw)
 
 
 class BagPlayer:

@@ -2,35 +2,45 @@
 
 Subscriptions (sensor-data QoS by default) only enqueue raw messages into bounded,
 drop-oldest queues. One worker thread decodes them, pairs every cloud with the nearest
-image / camera info inside ``sync_tolerance``, feeds a :class:`WindowBuffer` and hands
-each finished window to :meth:`StreamNode.process_window`. Malformed messages are counted
-and reported with a throttled warning; the node never dies on input. Time jumping
-backwards (``use_sim_time`` bag loops) clears every buffer.
+image / camera info (:class:`~cross4d_core.windowing.FramePairer`, nodes that declare
+``image_topic``), preprocesses each frame once (:class:`~cross4d_core.preprocess.FramePreprocessor`),
+feeds a :class:`~cross4d_core.windowing.WindowBuffer` and hands each finished window to
+:meth:`StreamNode.process_window` — the pairing and windowing of the rosbag reader.
+
+Defined behaviour at every seam (each counted in the diagnostics, with a throttled warning;
+the node never dies on input):
+
+- a malformed message, an empty cloud, a cloud whose points fall outside the range crop or
+  reach absurd coordinates (beyond ±8192 m in the model frame), a cloud whose stamp repeats
+  the previous one or whose ``frame_id`` is not the stream's (the first cloud's): rejected;
+- cloud stamps going backwards (a bag played in a loop with ``use_sim_time``, a simulator
+  reset) or jumping forward by more than ``max_frame_gap``: the window restarts
+  (``time_jumps`` / ``frame_gaps``); the clouds of the old pass still finish their windows,
+  and images pair only within their own pass;
+- a window whose model output is not finite is not published (``failed_windows``);
+- shutdown (:func:`run_node`): SIGINT / SIGTERM stop the worker while the context is still
+  valid: the window in flight is finished (published, and recorded by distill_node), the
+  windows still queued are counted as skipped, then the node and the context go.
 """
 from __future__ import annotations
 
+import signal
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
-from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.clock import JumpThreshold
-from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import qos_policy_name_from_kind
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from cross4d_core.msgconv import (
-    camera_info_to_camera,
-    image_to_rgb,
-    pointcloud2_to_xyz,
-    seconds_to_stamp_parts,
-    stamp_to_seconds,
-)
-from cross4d_core.windowing import Frame, NearestStampQueue, Window, WindowBuffer
+from cross4d_core.errors import MessageFormatError
+from cross4d_core.msgconv import camera_info_to_camera, image_to_rgb, ns_to_seconds, pointcloud2_to_xyz, \
+    seconds_to_ns, stamp_to_ns
+from cross4d_core.preprocess import FramePreprocessor, frame_rng
+from cross4d_core.windowing import DEFAULT_MAX_FRAME_GAP_S, Frame, FramePairer, Window, WindowBuffer
 from cross4d_ros.params import Param, declare_and_validate, qos_profile
 
 try:
@@ -42,15 +52,13 @@ except ImportError:  # Humble: the module was renamed to event_handler in Iron
 STREAM_PARAMS = [
     Param("cloud_topic", "", "PointCloud2 input topic (the clock of the pipeline: frames are keyed on it)",
           read_only=True, required=True),
-    Param("image_topic", "", "Image input topic; empty = cloud-only", read_only=True),
-    Param("camera_info_topic", "", "CameraInfo input topic; empty = none", read_only=True),
     Param("window_length", 24, "T, frames per window", read_only=True, min=1, max=1024),
     Param("stride", 1, "a window is processed every `stride` new frames", read_only=True, min=1, max=1024),
-    Param("num_points", 2048, "N, points per frame fed to the model (subset or repeat-pad)",
+    Param("num_points", 2048, "N, points per frame fed to the model (random subset or repeat-pad)",
           read_only=True, min=1, max=1_000_000),
-    Param("sync_tolerance", 0.05, "max |image stamp - cloud stamp| for pairing (s)", min=0.0, max=10.0),
-    Param("sync_wait", 0.1, "how long a cloud waits for its image before going on without one (s)",
-          min=0.0, max=10.0),
+    Param("max_frame_gap", DEFAULT_MAX_FRAME_GAP_S, "a longer step between consecutive cloud stamps (s) restarts "
+          "the window (a sensor dropout must not join two stretches of time); 0 = never", read_only=True,
+          min=0.0, max=1e6),
     Param("queue_depth", 10, "bounded input queue per topic (drop-oldest, counted)", read_only=True,
           min=1, max=10_000),
     Param("points_transform", [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0],
@@ -73,10 +81,14 @@ STREAM_PARAMS = [
           min=0.0, max=3600.0),
 ]
 
-
-def time_msg(seconds: float) -> Time:
-    sec, nanosec = seconds_to_stamp_parts(seconds)
-    return Time(sec=sec, nanosec=nanosec)
+#: Parameters of nodes that pair clouds with camera images (``StreamNode.pairs_images``).
+PAIRING_PARAMS = [
+    Param("image_topic", "", "Image input topic; empty = cloud-only", read_only=True),
+    Param("camera_info_topic", "", "CameraInfo input topic; empty = none", read_only=True),
+    Param("sync_tolerance", 0.05, "max |image stamp - cloud stamp| for pairing (s)", min=0.0, max=10.0),
+    Param("sync_wait", 0.1, "how long a cloud waits for its image before going on without one (s)",
+          min=0.0, max=10.0),
+]
 
 
 @dataclass
@@ -92,6 +104,7 @@ class StreamStats:
     skipped_windows: int = 0
     failed_windows: int = 0
     time_jumps: int = 0
+    frame_gaps: int = 0
     qos_incompatible: int = 0
     processing_ms: float = float("nan")
     latency_ms: float = float("nan")
@@ -124,27 +137,30 @@ class _DropOldestQueue:
 
 
 class StreamNode(Node):
-    """Base class: subclasses define ``extra_params()`` and ``process_window(window)``."""
+    """Base class: subclasses define ``extra_params()`` and ``process_window(window)``; those that
+    use camera images set ``pairs_images = True`` (and get :data:`PAIRING_PARAMS`)."""
+
+    pairs_images = False
 
     def __init__(self, node_name: str, **kwargs) -> None:
         super().__init__(node_name, **kwargs)
-        self.params = declare_and_validate(self, STREAM_PARAMS + self.extra_params())
+        pairing = PAIRING_PARAMS if self.pairs_images else []
+        self.params = declare_and_validate(self, STREAM_PARAMS + pairing + self.extra_params())
         p = self.params
+        self.image_topic = p.get("image_topic", "")
+        self.camera_info_topic = p.get("camera_info_topic", "")
         self.stats = StreamStats()
-        self.window_buffer = WindowBuffer(p["window_length"], p["stride"])
+        self.preprocess = FramePreprocessor(p["num_points"], as_matrix(p["points_transform"], "points_transform"),
+                                            p["range_min"], p["range_max"])
+        self.window_buffer = WindowBuffer(p["window_length"], p["stride"], seconds_to_ns(p["max_frame_gap"]))
         depth = p["queue_depth"]
-        self.image_queue = NearestStampQueue(depth, p["sync_tolerance"])
-        self.camera_queue = NearestStampQueue(depth, p["sync_tolerance"])
-        self._pending_clouds: deque = deque()  # (stamp, frame_id, points, arrival) waiting for their image
-        self._last_camera = None
-        # Exact header stamps of recent clouds: outputs copy them (float seconds may be off by ~100 ns).
-        self._stamp_msgs: OrderedDict[float, Time] = OrderedDict()
+        self.pairer = FramePairer(seconds_to_ns(p.get("sync_tolerance", 0.0)), depth, images=bool(self.image_topic),
+                                  camera_infos=bool(self.camera_info_topic))
         self._wake = threading.Condition()
         self._inputs = {kind: _DropOldestQueue(depth, self.stats, kind, self._wake)
                         for kind in ("cloud", "image", "camera_info")}
         self._stop = threading.Event()
-        self._time_jumped = threading.Event()
-        self._seen_resets = 0
+        self._seen_restarts = (0, 0)  # (resets, gaps) of the window buffer already reported
         self._last_warned: dict[str, float] = {}  # kind -> monotonic time of its last warning
 
         in_qos = qos_profile(p["qos_input_reliability"], p["qos_input_depth"])
@@ -152,19 +168,14 @@ class StreamNode(Node):
         sub_events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
         self.create_subscription(PointCloud2, p["cloud_topic"], self._inputs["cloud"].put, in_qos,
                                  event_callbacks=sub_events)
-        if p["image_topic"]:
-            self.create_subscription(Image, p["image_topic"], self._inputs["image"].put, in_qos,
+        if self.image_topic:
+            self.create_subscription(Image, self.image_topic, self._inputs["image"].put, in_qos,
                                      event_callbacks=sub_events)
-        if p["camera_info_topic"]:
-            self.create_subscription(CameraInfo, p["camera_info_topic"], self._inputs["camera_info"].put, in_qos,
+        if self.camera_info_topic:
+            self.create_subscription(CameraInfo, self.camera_info_topic, self._inputs["camera_info"].put, in_qos,
                                      event_callbacks=sub_events)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
-        # /clock jumping back (bag loop with use_sim_time) clears every buffer.
-        self._jump_handle = self.get_clock().create_jump_callback(
-            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=True),
-            post_callback=self._on_time_jump,
-        )
         self._worker = threading.Thread(target=self._worker_loop, name=f"{node_name}_worker", daemon=True)
 
     # -- to be provided by subclasses -------------------------------------------------
@@ -173,9 +184,6 @@ class StreamNode(Node):
 
     def process_window(self, window: Window) -> None:
         raise NotImplementedError
-
-    def on_reset(self) -> None:
-        """Called in the worker thread when the stream restarts (time went backwards)."""
 
     def diagnostic_values(self) -> dict:
         """Node-specific entries of the DiagnosticStatus."""
@@ -203,18 +211,20 @@ class StreamNode(Node):
         return self
 
     def stop(self) -> None:
+        """Stop the worker once it has finished the window in flight (later queued windows are
+        counted as skipped). Call while the context is valid: that window is still published."""
         self._stop.set()
         with self._wake:
             self._wake.notify_all()
         if self._worker.is_alive():
-            self._worker.join(timeout=10.0)
+            self._worker.join(timeout=60.0)
+            if self._worker.is_alive():
+                self.get_logger().error("the worker did not finish its window within 60 s")
 
     def queue_sizes(self) -> dict:
         return {
             **{k: len(q) for k, q in self._inputs.items()},
-            "pending_clouds": len(self._pending_clouds),
-            "images": len(self.image_queue),
-            "camera_infos": len(self.camera_queue),
+            **self.pairer.queue_sizes(),
             "window": len(self.window_buffer),
         }
 
@@ -227,123 +237,77 @@ class StreamNode(Node):
             "subscriber never hears a best-effort publisher; see the qos_* parameters."
         )
 
-    def _on_time_jump(self, jump) -> None:
-        self._time_jumped.set()
-        with self._wake:
-            self._wake.notify()
-
     # -- worker --------------------------------------------------------------------------
     def _worker_loop(self) -> None:
         while not self._stop.is_set():
             with self._wake:
                 if not any(len(q) for q in self._inputs.values()):
                     # new input notifies; clouds waiting for their image re-check every 5 ms
-                    self._wake.wait(timeout=0.005 if self._pending_clouds else 0.1)
+                    self._wake.wait(timeout=0.005 if len(self.pairer) else 0.1)
             try:
                 self._step()
             except Exception as exc:  # a bug in one step must not kill the node's processing
                 self.stats.failed_windows += 1
                 self.warn_throttled("step", f"worker step failed: {type(exc).__name__}: {exc}", error=True)
 
-    def _reset(self, why: str) -> None:
-        self.stats.time_jumps += 1
-        self.window_buffer.clear()
-        self.image_queue.clear()
-        self.camera_queue.clear()
-        self._pending_clouds.clear()
-        self._last_camera = None
-        self.on_reset()
-        self.get_logger().info(f"stream reset ({why}): windows cleared")
-
     def _step(self) -> None:
-        if self._time_jumped.is_set():
-            self._time_jumped.clear()
-            self._reset("clock jumped backwards")
         for msg, _ in self._inputs["image"].take_all():
-            self._decode("image", msg,
-                         lambda m: self.image_queue.push(stamp_to_seconds(m.header.stamp), image_to_rgb(m)))
+            self._decode("image", msg, lambda m: self.pairer.add_image(stamp_to_ns(m.header.stamp), image_to_rgb(m)))
         for msg, _ in self._inputs["camera_info"].take_all():
-            self._decode("camera_info", msg,
-                         lambda m: self.camera_queue.push(stamp_to_seconds(m.header.stamp), camera_info_to_camera(m)))
+            self._decode("camera_info", msg, lambda m: self.pairer.add_camera_info(stamp_to_ns(m.header.stamp),
+                                                                                   camera_info_to_camera(m)))
         for msg, arrival in self._inputs["cloud"].take_all():
-            self._decode("cloud", msg, lambda m: self._enqueue_cloud(m, arrival))
-        self._flush_pending_clouds()
+            self._decode("cloud", msg, lambda m: self._add_cloud(m, arrival))
+        if self.pairs_images:
+            self.pairer.set_tolerance_ns(seconds_to_ns(self.get_parameter("sync_tolerance").value))
+        windows = [w for frame in self.pairer.pop_ready(time.monotonic())
+                   if (w := self._push_frame(frame)) is not None]
+        if windows and self.get_parameter("skip_stale_windows").value:
+            # Behind the input: only the newest window is worth computing (its frames still
+            # went through the per-frame work), the older ones are counted as skipped.
+            self.stats.skipped_windows += len(windows) - 1
+            windows = windows[-1:]
+        for k, window in enumerate(windows):
+            if self._stop.is_set():  # stopping: the window in flight was the last one
+                self.stats.skipped_windows += len(windows) - k
+                break
+            self._process(window)
 
     def _decode(self, kind: str, msg, action) -> None:
         try:
             action(msg)
         except Exception as exc:  # MessageFormatError for malformed input; anything else is counted too
-            self.stats.rejected[kind] += 1
-            self.warn_throttled(f"rejected_{kind}", f"rejected {kind} message ({sum(self.stats.rejected.values())} "
-                                f"rejected so far): {type(exc).__name__}: {exc}")
+            self._reject(kind, f"{type(exc).__name__}: {exc}")
 
-    def _enqueue_cloud(self, msg, arrival: float) -> None:
-        stamp = stamp_to_seconds(msg.header.stamp)
-        self._pending_clouds.append((stamp, msg.header.frame_id, pointcloud2_to_xyz(msg), arrival))
-        self._stamp_msgs[stamp] = msg.header.stamp
-        self._stamp_msgs.move_to_end(stamp)
-        while len(self._stamp_msgs) > 2 * self.window_buffer.length + len(self._pending_clouds) + 8:
-            self._stamp_msgs.popitem(last=False)
+    def _reject(self, kind: str, why: str) -> None:
+        self.stats.rejected[kind] += 1
+        self.warn_throttled(f"rejected_{kind}", f"rejected {kind} message ({sum(self.stats.rejected.values())} "
+                            f"rejected so far): {why}")
 
-    def stamp_msg(self, seconds: float) -> Time:
-        """The exact header stamp of the cloud at ``seconds`` (converted when no longer known)."""
-        stamp = self._stamp_msgs.get(seconds)
-        return Time(sec=stamp.sec, nanosec=stamp.nanosec) if stamp is not None else time_msg(seconds)
-
-    def _pairing_may_still_come(self, stamp: float, arrival: float) -> bool:
-        """Whether a cloud should wait for its image / camera info (bounded by ``sync_wait``)."""
-        if time.monotonic() - arrival >= self.get_parameter("sync_wait").value:
-            return False
-        image_missing = bool(self.params["image_topic"]) and self.image_queue.peek_nearest(stamp) is None
-        camera_missing = (bool(self.params["camera_info_topic"]) and self._last_camera is None
-                          and self.camera_queue.peek_nearest(stamp) is None)
-        return image_missing or camera_missing
-
-    def _flush_pending_clouds(self) -> None:
-        windows = []
-        while self._pending_clouds:
-            stamp, frame_id, points, arrival = self._pending_clouds[0]
-            # bounded: beyond queue_depth waiting clouds the oldest goes on without its image
-            if self._pairing_may_still_come(stamp, arrival) and len(self._pending_clouds) <= self.params["queue_depth"]:
-                break
-            self._pending_clouds.popleft()
-            window = self._push_frame(stamp, frame_id, points)
-            if window is not None:
-                windows.append(window)
-        if windows and self.get_parameter("skip_stale_windows").value:
-            # Behind the input: only the newest window is worth computing (its frames still
-            # go through the per-frame work), the older ones are counted as skipped.
-            self.stats.skipped_windows += len(windows) - 1
-            windows = windows[-1:]
-        for window in windows:
-            self._process(window)
-
-    def _push_frame(self, stamp: float, frame_id: str, points: np.ndarray) -> Window | None:
+    def _add_cloud(self, msg, arrival: float) -> None:
+        points = pointcloud2_to_xyz(msg)
         if points.shape[0] == 0:
-            self.stats.rejected["cloud"] += 1
-            self.warn_throttled("empty_cloud", f"rejected cloud at t={stamp:.6f}: no finite points")
+            raise MessageFormatError("PointCloud2: no finite point")
+        deadline = arrival + (self.get_parameter("sync_wait").value if self.pairs_images else 0.0)
+        self.pairer.add_cloud(stamp_to_ns(msg.header.stamp), msg.header.frame_id, points, deadline)
+
+    def _push_frame(self, frame: Frame) -> Window | None:
+        """Preprocess ``frame`` (once: the windows it joins reuse it) and window it."""
+        try:
+            frame.model_input = self.preprocess(frame.points, frame_rng(frame.stamp_ns))
+            window = self.window_buffer.push(frame)
+        except ValueError as exc:  # refused by the preprocessing or the window buffer (FrameRejected)
+            self._reject("cloud", f"cloud at t={ns_to_seconds(frame.stamp_ns):.6f} s in {frame.frame_id!r}: {exc}")
             return None
-        tolerance = self.get_parameter("sync_tolerance").value
-        self.image_queue.tolerance = self.camera_queue.tolerance = tolerance
-        image = self.image_queue.pop_nearest(stamp) if self.params["image_topic"] else None
-        camera = self.camera_queue.pop_nearest(stamp) if self.params["camera_info_topic"] else None
-        # CameraInfo rarely changes: a frame without a fresh one uses the last valid one.
-        camera = camera if camera is not None else self._last_camera
-        self._last_camera = camera
-        frame = Frame(stamp=stamp, points=points, frame_id=frame_id, image=image, camera=camera)
-        rejected_before = self.window_buffer.rejected
-        window = self.window_buffer.push(frame)
-        if self.window_buffer.rejected != rejected_before:
-            self.stats.rejected["cloud"] += 1
-            self.warn_throttled("cloud_stamp", f"rejected cloud with duplicate or invalid stamp t={stamp:.6f}")
-            return None
-        if self.window_buffer.resets != self._seen_resets:
-            self._seen_resets = self.window_buffer.resets
-            self.stats.time_jumps += 1
-            self.on_reset()
-            self.get_logger().info(f"cloud stamps went backwards (t={stamp:.6f}): windows cleared")
+        restarts = (self.window_buffer.resets, self.window_buffer.gaps)
+        if restarts != self._seen_restarts:
+            why = "went backwards" if restarts[0] != self._seen_restarts[0] else \
+                f"jumped forward by more than max_frame_gap = {self.params['max_frame_gap']} s"
+            self.stats.time_jumps, self.stats.frame_gaps = restarts
+            self._seen_restarts = restarts
+            self.get_logger().info(f"cloud stamps {why} (t={ns_to_seconds(frame.stamp_ns):.6f} s): window restarted")
         self.stats.frames += 1
-        self.stats.paired_frames += image is not None
+        self.stats.paired_frames += frame.image is not None
         return window
 
     def _process(self, window: Window) -> None:
@@ -353,13 +317,13 @@ class StreamNode(Node):
             self.stats.windows += 1
         except Exception as exc:
             self.stats.failed_windows += 1
-            self.warn_throttled("window", f"window {window.index} [{window.start:.3f}, {window.end:.3f}] failed: "
-                                f"{type(exc).__name__}: {exc}", error=True)
+            self.warn_throttled("window", f"window {window.index} [{ns_to_seconds(window.start_ns):.3f}, "
+                                f"{ns_to_seconds(window.end_ns):.3f}] s failed: {type(exc).__name__}: {exc}",
+                                error=True)
             return
         self.stats.processing_ms = (time.perf_counter() - started) * 1e3
         self.stats.processing_ms_total += self.stats.processing_ms
-        now = self.get_clock().now().nanoseconds * 1e-9
-        self.stats.latency_ms = (now - window.end) * 1e3
+        self.stats.latency_ms = (self.get_clock().now().nanoseconds - window.end_ns) * 1e-6
 
     def _publish_diagnostics(self) -> None:
         s = self.stats
@@ -373,6 +337,7 @@ class StreamNode(Node):
             "skipped_windows": s.skipped_windows,
             "failed_windows": s.failed_windows,
             "time_jumps": s.time_jumps,
+            "frame_gaps": s.frame_gaps,
             "qos_incompatible": s.qos_incompatible,
             **{f"received_{k}": v for k, v in s.received.items()},
             **{f"dropped_{k}": v for k, v in s.dropped.items()},
@@ -393,12 +358,23 @@ class StreamNode(Node):
 
 
 def run_node(node_class, args=None) -> int:
-    """``main()`` of a stream node: init, build (parameter errors -> exit code 2), spin, shut down."""
+    """``main()`` of a stream node: init, build (parameter errors -> exit code 2), spin until
+    SIGINT / SIGTERM, then stop the worker (it finishes and publishes the window in flight),
+    destroy the node and shut the context down — in that order, so no publish ever meets an
+    invalid context.
+
+    rclpy's own signal handler is off: it would shut the context down from the signal while the
+    worker still publishes (``RCLError: publisher's context is invalid``).
+    """
     import rclpy
     from rclpy.exceptions import ParameterException
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
-    rclpy.init(args=args)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
     node = None
     try:
         try:
@@ -412,9 +388,13 @@ def run_node(node_class, args=None) -> int:
         # (seconds per window on a 2-core machine).
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        try:
+            while not stopping.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=0.1)
+        except ExternalShutdownException:
+            pass
+        finally:
+            executor.shutdown()
     finally:
         if node is not None:
             node.stop()

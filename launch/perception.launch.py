@@ -1,7 +1,8 @@
 """Launch perception_node: `ros2 launch cross4d perception.launch.py checkpoint:=/path/to/ckpt`.
 
 Arguments: config (parameter YAML), checkpoint, use_sim_time (set on every node via
-SetParameter), namespace, and the input topics as remappings (cloud, image, camera_info).
+SetParameter), namespace, and the input topic as a remapping (cloud). Perception needs no
+camera, so there are no image / camera_info arguments.
 Works on Humble, Jazzy and Kilted (only launch / launch_ros API present in all three).
 """
 import os
@@ -27,8 +28,6 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replay)"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
         DeclareLaunchArgument("cloud", default_value="points", description="PointCloud2 topic"),
-        DeclareLaunchArgument("image", default_value="image", description="Image topic"),
-        DeclareLaunchArgument("camera_info", default_value="camera_info", description="CameraInfo topic"),
     ]
     node = Node(
         package="cross4d",
@@ -38,12 +37,8 @@ def generate_launch_description() -> LaunchDescription:
         output="screen",
         emulate_tty=True,
         parameters=[LaunchConfiguration("config"), {"checkpoint": _string(LaunchConfiguration("checkpoint"))}],
-        # The YAML names the logical topics `points`, `image`, `camera_info`; remap them here.
-        remappings=[
-            ("points", LaunchConfiguration("cloud")),
-            ("image", LaunchConfiguration("image")),
-            ("camera_info", LaunchConfiguration("camera_info")),
-        ],
+        # The YAML names the logical topic `points`; remap it here.
+        remappings=[("points", LaunchConfiguration("cloud"))],
     )
     # SetParameter reaches every node launched after it (SetUseSimTime would not reach ours).
     sim_time = SetParameter(name="use_sim_time", value=LaunchConfiguration("use_sim_time"))

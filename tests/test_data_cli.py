@@ -24,7 +24,7 @@ def test_synth_writes_dataset_and_bag_that_reads_back(tmp_path, capsys):
     want = synthetic_video(3, 1, 0, 0, frames=4, config=SyntheticConfig(width=80, height=60, focal=71.25))
     got = ds.video(ds.index_of("s01_a00_r00"))
     np.testing.assert_array_equal(got.frame(3), want.points[3])
-    np.testing.assert_array_equal(got.images, want.rgb)
+    np.testing.assert_array_equal(got.images, want.images)
 
     assert main(["data", "from-bag", "--bag", str(bag), "--out", str(tmp_path / "fb"), "--window", "4",
                  "--quiet"]) == 0

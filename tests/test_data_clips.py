@@ -6,7 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cross4d_core.data import ClipDataset, DatasetWriter
-from cross4d_core.data.clips import nearest_nonempty, sample_point_indices
+from cross4d_core.data.clips import nearest_nonempty
+from cross4d_core.preprocess import frame_rng, sample_point_indices
 from cross4d_core.geometry.camera import PinholeCamera
 
 
@@ -117,7 +118,7 @@ def test_get_clip_carries_images_cameras_part_track(root):
     np.testing.assert_array_equal(clip.part, j % 4)
     np.testing.assert_array_equal(clip.track, j + 1000 * t)
     assert clip.part.dtype == np.int64 and clip.label == _ids(clips).index("long") % 2
-    np.testing.assert_array_equal(clip.stamps, [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(clip.stamps_ns, [1_000_000_000, 2_000_000_000, 3_000_000_000])
     assert clip.images.shape == (3, 2, 3, 3) and len(clip.cameras) == 3 and clip.cameras[0].fx == 2.0
     assert item["images"].shape == (3, 2, 3, 3) and item["K"].shape == (3, 3, 3)
     batch = next(iter(torch.utils.data.DataLoader(clips, batch_size=2, num_workers=1)))
@@ -138,12 +139,33 @@ def test_bad_arguments(root):
 @given(n=st.integers(1, 300), num_points=st.integers(1, 300), seed=st.integers(0, 2**32 - 1))
 def test_sample_point_indices_properties(n, num_points, seed):
     idx = sample_point_indices(n, num_points, np.random.default_rng(seed))
-    assert idx.shape == (num_points,) and idx.min() >= 0 and idx.max() < n
+    assert idx.shape == (num_points,) and idx.dtype == np.int64 and idx.min() >= 0 and idx.max() < n
     hist = np.bincount(idx, minlength=n)
     if n >= num_points:
         assert hist.max() == 1
     else:
         assert hist.min() == num_points // n and hist.max() <= num_points // n + 1
+    distinct = min(n, num_points)
+    assert len(np.unique(idx[:distinct])) == distinct  # a distinct prefix, then repeats
+    np.testing.assert_array_equal(idx, sample_point_indices(n, num_points, np.random.default_rng(seed)))
+
+
+def test_sample_order_is_random_not_the_sensor_order():
+    """Farthest-point sampling starts at the first point: the first sampled point must not
+    be the sensor's first point, and frames must not come out in sensor order."""
+    firsts = [sample_point_indices(100, 100, frame_rng(t))[0] for t in range(200)]
+    assert len(set(firsts)) > 50  # spread over the cloud, not always index 0
+    assert not any(np.array_equal(sample_point_indices(100, n, frame_rng(7)), np.arange(n)) for n in (10, 100, 250))
+    with pytest.raises(ValueError, match="at least one point"):
+        sample_point_indices(0, 4, frame_rng(0))
+
+
+def test_a_frame_is_sampled_alike_in_every_clip_that_holds_it(root):
+    clips = ClipDataset(root, split="test", frames=3, num_points=16)  # "long": clips start at 0, 1, 2, ...
+    a, b = clips[0]["points"], clips[1]["points"]  # frames 0-2 and 1-3
+    assert torch.equal(a[1:], b[:2])
+    clips.set_epoch(1)
+    assert not torch.equal(clips[0]["points"][1], a[1])  # another epoch, other points
 
 
 @given(st.lists(st.integers(0, 3), min_size=1, max_size=40).filter(any))

@@ -17,7 +17,8 @@ LABELS = ["a", "b", "c"]
 def _video(rng, counts, with_images=False):
     frames = [rng.normal(size=(n, 3)).astype(np.float32) for n in counts]
     out = {"frames": frames, "part": [rng.integers(0, 5, n) for n in counts],
-           "track": [rng.integers(0, 70_000, n) for n in counts], "stamps": 0.1 * np.arange(len(counts)) + 5.0}
+           "track": [rng.integers(0, 70_000, n) for n in counts],
+           "stamps_ns": 100_000_000 * np.arange(len(counts)) + 5_000_000_000}
     if with_images:
         out["images"] = rng.integers(0, 256, (len(counts), 6, 8, 3), dtype=np.uint8)
         out["cameras"] = [PinholeCamera.from_focal(4.0 + t, 8, 6, distortion_model="plumb_bob",
@@ -33,8 +34,9 @@ def test_round_trip_is_exact(tmp_path):
                        part_names=["p0", "p1", "p2", "p3", "p4"]) as w:
         entry = w.add_video("vid_b", np.stack(vb["frames"]), label=2, split="test", subject=9,
                             part=np.stack(vb["part"]))
-        w.add_video("vid_a", va["frames"], label=None, split="train", stamps=va["stamps"], images=va["images"],
-                    cameras=va["cameras"], part=va["part"], track=va["track"], meta={"file": "x.bin"})
+        w.add_video("vid_a", va["frames"], label=None, split="train", stamps_ns=va["stamps_ns"],
+                    images=va["images"], cameras=va["cameras"], part=va["part"], track=va["track"],
+                    meta={"file": "x.bin"})
     assert entry["num_points"] == 8 and entry["empty_frames"] == []
     ds = Dataset4D.open(tmp_path / "ds", verify="checksum")
     m = ds.manifest
@@ -54,7 +56,8 @@ def test_round_trip_is_exact(tmp_path):
         np.testing.assert_array_equal(a.frame_values("part", t), va["part"][t])
         np.testing.assert_array_equal(a.frame_values("track", t), va["track"][t])
     assert a.frame(1).shape == (0, 3) and a.array("track").dtype == np.int32 and a.array("part").dtype == np.int16
-    np.testing.assert_array_equal(a.stamps, va["stamps"])
+    np.testing.assert_array_equal(a.stamps_ns, va["stamps_ns"])
+    assert a.stamps_ns.dtype == np.int64
     np.testing.assert_array_equal(a.images, va["images"])
     for got, want in zip(a.cameras(), va["cameras"]):
         np.testing.assert_array_equal(got.K, want.K)
@@ -62,7 +65,7 @@ def test_round_trip_is_exact(tmp_path):
         assert (got.width, got.height, got.distortion_model) == (8, 6, "plumb_bob")
     np.testing.assert_array_equal(b.frame(1), vb["frames"][1])
     assert b.images is None and b.cameras() is None and not b.has("track")
-    np.testing.assert_array_equal(b.stamps, [0.0, 1.0])
+    np.testing.assert_array_equal(b.stamps_ns, [0, 1_000_000_000])
     assert a.meta["meta"] == {"file": "x.bin"}
     assert isinstance(a.array("points"), np.memmap)
     assert ds.verify("checksum") == 9 + 4
@@ -77,7 +80,8 @@ def test_round_trip_is_exact(tmp_path):
     (dict(part=[np.zeros(3)]), "part must be integers"),
     (dict(images=np.zeros((1, 4, 4, 3), np.uint8)), "images need cameras"),
     (dict(images=np.zeros((1, 4, 4, 3), np.uint8), cameras=PinholeCamera.from_focal(1, 5, 4)), "images are 4x4"),
-    (dict(stamps=[0.0, 1.0]), "stamps must be 1"),
+    (dict(stamps_ns=[0, 1]), "stamps_ns must be 1 integer nanoseconds"),
+    (dict(stamps_ns=[0.5]), r"stamps_ns must be 1 integer nanoseconds, got float64\[1\]"),
     (dict(split=""), "split"),
 ])
 def test_bad_video_is_rejected_with_the_field_named(tmp_path, bad, match):
@@ -194,3 +198,23 @@ def test_header_mismatch_is_named(tmp_path):
     with pytest.raises(DatasetFormatError, match=f"{offsets}: holds int32"):
         Dataset4D.open(tmp_path).video(0).frame(0)
     assert os.path.exists(offsets)
+
+
+def test_version_1_datasets_with_float_seconds_are_still_read(tmp_path):
+    """Format 1 stored stamps as float64 seconds: they read as the nearest nanosecond."""
+    from cross4d_core.data import ClipDataset
+    from cross4d_core.data.format import _sha256
+
+    vdir = _small_dataset(tmp_path)
+    stamps = vdir / "stamps.npy"
+    np.save(stamps, np.array([1700000000.1, 1700000000.2]))  # what format 1 wrote
+    meta = json.loads((vdir / "meta.json").read_text())
+    meta["files"]["stamps"] = {"bytes": stamps.stat().st_size, "sha256": _sha256(stamps), "dtype": "float64",
+                               "shape": [2]}
+    (vdir / "meta.json").write_text(json.dumps(meta))
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "version": 1}))
+    video = Dataset4D.open(tmp_path, verify="checksum").video(0)
+    np.testing.assert_array_equal(video.stamps_ns, [1_700_000_000_100_000_000, 1_700_000_000_200_000_000])
+    assert video.sequence().stamps_ns.dtype == np.int64
+    assert ClipDataset(tmp_path, frames=2, num_points=4).get_clip(0).stamps_ns.tolist() == video.stamps_ns.tolist()

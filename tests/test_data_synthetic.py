@@ -55,7 +55,7 @@ def test_deterministic_by_seed_and_varied_across_seeds():
     c = synthetic_video(seed=4, subject=1, action=4, repetition=0, frames=6, config=SMALL)
     for x, y in zip(a.points, b.points):
         np.testing.assert_array_equal(x, y)
-    np.testing.assert_array_equal(a.rgb, b.rgb)
+    np.testing.assert_array_equal(a.images, b.images)
     np.testing.assert_array_equal(a.track_image, b.track_image)
     assert a.meta == b.meta and a.meta != c.meta
     assert not np.array_equal(a.depth, c.depth)
@@ -63,7 +63,7 @@ def test_deterministic_by_seed_and_varied_across_seeds():
 
 def test_points_depth_rgb_are_pixel_aligned():
     v = synthetic_video(seed=0, subject=2, action=0, repetition=1, frames=4)
-    cam = v.camera
+    cam = v.cameras[0]
     assert (cam.width, cam.height) == (320, 240)
     for t in range(4):
         p, px = v.points[t], v.pixels[t]
@@ -76,8 +76,8 @@ def test_points_depth_rgb_are_pixel_aligned():
         assert (v.depth[t] > 0).sum() == len(p)
         np.testing.assert_array_equal(v.part[t], v.part_image[t, px[:, 1], px[:, 0]])
         # RGB: the figure's pixels are never the background colour of their row (column 0 is background).
-        rgb = v.rgb[t, px[:, 1], px[:, 0]].astype(int)
-        background = v.rgb[t, px[:, 1], 0].astype(int)
+        rgb = v.images[t, px[:, 1], px[:, 0]].astype(int)
+        background = v.images[t, px[:, 1], 0].astype(int)
         assert (rgb != background).any(axis=1).mean() > 0.99
         assert np.isin(v.part_image[t, :, 0], [-1, SCENE_PART]).all()  # no body part at the image's edge
 

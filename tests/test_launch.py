@@ -11,6 +11,10 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
 CONFIGS = {"perception": ROOT / "config" / "perception.yaml", "distill": ROOT / "config" / "distill.yaml"}
+#: The topic arguments of each launch file: perception needs no camera.
+TOPIC_ARGUMENTS = {"perception.launch.py": {"cloud"}, "distill.launch.py": {"cloud", "image", "camera_info"}}
+#: The node parameter naming the topic each launch argument remaps.
+TOPIC_PARAMETERS = {"cloud": "cloud_topic", "image": "image_topic", "camera_info": "camera_info_topic"}
 
 
 def test_launch_files_exist_and_compile(tmp_path):
@@ -47,7 +51,8 @@ def test_launch_file_uses_long_standing_api_described_arguments_and_sim_time(pat
         assert isinstance(keywords.get("description"), ast.Constant) and keywords["description"].value, \
             f"{path.name}: argument {ast.unparse(call.args[0])} has no description"
         declared[call.args[0].value] = keywords
-    assert {"config", "use_sim_time", "namespace", "cloud", "image", "camera_info"} <= set(declared)
+    assert {"config", "use_sim_time", "namespace"} | TOPIC_ARGUMENTS[path.name] <= set(declared)
+    assert not (set(TOPIC_PARAMETERS) - TOPIC_ARGUMENTS[path.name]) & set(declared)
     used = {c.args[0].value for c in _calls(tree, "LaunchConfiguration")}
     assert used == set(declared), (sorted(used), sorted(declared))  # no undeclared or unused argument
     # use_sim_time reaches the node through SetParameter (SetUseSimTime would not), placed before it.
@@ -60,12 +65,14 @@ def test_launch_file_uses_long_standing_api_described_arguments_and_sim_time(pat
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_config_yaml_declares_only_known_parameters_with_valid_values(name):
     pytest.importorskip("rclpy", reason="rclpy not installed: run `make setup`")
-    from cross4d_ros.stream_node import STREAM_PARAMS
+    from cross4d_ros.stream_node import PAIRING_PARAMS, STREAM_PARAMS
 
     if name == "perception":
         from cross4d_ros.perception_node import PERCEPTION_PARAMS as extra
     else:
-        from cross4d_ros.distill_node import DISTILL_PARAMS as extra
+        from cross4d_ros.distill_node import DISTILL_PARAMS
+
+        extra = PAIRING_PARAMS + DISTILL_PARAMS
     params = {p.name: p for p in STREAM_PARAMS + extra}
     values = yaml.safe_load(CONFIGS[name].read_text())["/**"]["ros__parameters"]
     assert set(values) <= set(params), sorted(set(values) - set(params))
@@ -92,6 +99,22 @@ def test_launch_description_declares_arguments_and_sim_time(path, monkeypatch):
     from launch_ros.actions import Node, SetParameter
 
     names = {e.name for e in description.entities if isinstance(e, DeclareLaunchArgument)}
-    assert {"config", "use_sim_time", "namespace", "cloud", "image", "camera_info"} <= names
+    assert {"config", "use_sim_time", "namespace"} | TOPIC_ARGUMENTS[path.name] <= names
     kinds = [type(e) for e in description.entities if not isinstance(e, DeclareLaunchArgument)]
     assert kinds == [SetParameter, Node]  # use_sim_time set before the node starts
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_every_topic_remapping_reaches_a_topic_the_shipped_config_subscribes(path):
+    """A remapping only works when the shipped YAML names that logical topic: a remapped
+    `image` is useless while the config says `image_topic: ""`."""
+    tree = ast.parse(path.read_text())
+    (node,) = _calls(tree, "Node")
+    # remappings=[("points", LaunchConfiguration("cloud")), ...]
+    pairs = next(k.value for k in node.keywords if k.arg == "remappings").elts
+    remappings = [(pair.elts[0].value, pair.elts[1].args[0].value) for pair in pairs]
+    name = path.name.removesuffix(".launch.py")
+    values = yaml.safe_load(CONFIGS[name].read_text())["/**"]["ros__parameters"]
+    assert {argument for _, argument in remappings} == TOPIC_ARGUMENTS[path.name]
+    for logical, argument in remappings:
+        assert values[TOPIC_PARAMETERS[argument]] == logical, (argument, values.get(TOPIC_PARAMETERS[argument]))

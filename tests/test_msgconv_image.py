@@ -1,4 +1,4 @@
-"""Image and CameraInfo decoding, and stamp conversion, in cross4d_core.msgconv (rosbags messages)."""
+"""Image and CameraInfo decoding in cross4d_core.msgconv (rosbags messages)."""
 import math
 import struct
 
@@ -16,8 +16,6 @@ from cross4d_core.msgconv import (
     image_to_numpy,
     image_to_rgb,
     numpy_to_image_fields,
-    seconds_to_stamp_parts,
-    stamp_to_seconds,
 )
 
 TYPES = get_typestore(Stores.ROS2_KILTED).types
@@ -204,20 +202,3 @@ def test_camera_info_extrinsic_passes_through():
 def test_malformed_camera_info_raises(msg, match):
     with pytest.raises(MessageFormatError, match=match):
         camera_info_to_camera(msg)
-
-
-@given(sec=st.integers(-2**31, 2**31 - 1), nanosec=st.integers(0, 999_999_999))
-def test_stamp_seconds_round_trip_within_float_precision(sec, nanosec):
-    seconds = stamp_to_seconds(Time(sec=sec, nanosec=nanosec))
-    back_sec, back_nanosec = seconds_to_stamp_parts(seconds)
-    assert 0 <= back_nanosec < 1_000_000_000
-    # float64 carries ~16 significant digits: at 2**31 s that is ~0.24 us.
-    assert abs((back_sec - sec) * 1_000_000_000 + back_nanosec - nanosec) <= 512
-
-
-def test_stamp_parts_exact_cases():
-    assert seconds_to_stamp_parts(1.5) == (1, 500_000_000)
-    assert seconds_to_stamp_parts(-0.25) == (-1, 750_000_000)
-    assert seconds_to_stamp_parts(2.9999999999) == (3, 0)
-    with pytest.raises(ValueError, match="finite"):
-        seconds_to_stamp_parts(math.nan)

@@ -25,9 +25,10 @@ from cross4d_core.msgconv import (  # noqa: E402
     image_to_rgb,
     pointcloud2_to_structured,
     pointcloud2_to_xyz,
-    stamp_to_seconds,
+    stamp_to_ns,
     unpack_rgb,
 )
+from cross4d_core.msgconv.build import MessageBuilder, numpy_sequence  # noqa: E402
 from cross4d_ros.messages import (  # noqa: E402
     make_action_recognition,
     make_camera_info,
@@ -35,7 +36,7 @@ from cross4d_ros.messages import (  # noqa: E402
     make_image,
     make_point_embeddings,
     make_pointcloud2,
-    sec_to_stamp,
+    stamp_msg,
 )
 
 pytestmark = pytest.mark.ros
@@ -52,7 +53,7 @@ def test_make_pointcloud2_fields_and_buffers():
     points = rng.standard_normal((50, 3)).astype(np.float32)
     rgb = rng.integers(0, 256, (50, 3), dtype=np.uint8)
     embedding = rng.standard_normal((50, 6)).astype(np.float32)
-    msg = make_pointcloud2(make_header(12.25, "lidar"), points, rgb=rgb, embedding=embedding)
+    msg = make_pointcloud2(make_header(12_250_000_000, "lidar"), points, rgb=rgb, embedding=embedding)
     assert isinstance(msg.data, array.array) and msg.data.typecode == "B"
     assert [(f.name, f.offset, f.datatype, f.count) for f in msg.fields] == [
         ("x", 0, 7, 1), ("y", 4, 7, 1), ("z", 8, 7, 1), ("rgb", 12, 7, 1), ("embedding", 16, 7, 6)]
@@ -74,7 +75,7 @@ def test_pointcloud2_rclpy_and_rosbags_decode_the_same():
     rng = np.random.default_rng(1)
     points = rng.standard_normal((40, 3)).astype(np.float32)
     points[[3, 17]] = np.nan
-    msg = make_pointcloud2(make_header(1.0, "lidar"), points, rgb=rng.integers(0, 256, (40, 3), dtype=np.uint8),
+    msg = make_pointcloud2(make_header(10**9, "lidar"), points, rgb=rng.integers(0, 256, (40, 3), dtype=np.uint8),
                            embedding=rng.standard_normal((40, 4)).astype(np.float32))
     assert not msg.is_dense
     bag_msg = via_rosbags(msg, "sensor_msgs/msg/PointCloud2")
@@ -112,7 +113,7 @@ def test_make_image_round_trip_rclpy_and_rosbags(encoding, dtype, channels, is_b
     shape = (5, 7, channels) if channels > 1 else (5, 7)
     array_ = (rng.random(shape).astype(np.float32) if dtype == np.float32
               else rng.integers(0, np.iinfo(dtype).max + 1, shape).astype(dtype))
-    msg = make_image(make_header(2.0, "cam"), array_, encoding, is_bigendian=is_bigendian)
+    msg = make_image(make_header(2 * 10**9, "cam"), array_, encoding, is_bigendian=is_bigendian)
     assert isinstance(msg.data, array.array)
     bag_msg = via_rosbags(msg, "sensor_msgs/msg/Image")
     np.testing.assert_array_equal(image_to_numpy(msg), array_)
@@ -134,29 +135,58 @@ def test_image_rclpy_padded_step():
 def test_camera_info_round_trip_rclpy_and_rosbags(model, d):
     camera = PinholeCamera(K=[[500, 0, 320], [0, 505, 240], [0, 0, 1]], width=640, height=480,
                            distortion_model=model, D=d)
-    msg = make_camera_info(make_header(3.0, "cam"), camera)
+    msg = make_camera_info(make_header(3 * 10**9, "cam"), camera)
+    # An ideal pinhole goes out as drivers publish it: plumb_bob with five zeros (image_geometry:
+    # no distortion; an empty model would be "unknown distortion").
+    sent_model, sent_d = ("plumb_bob", [0.0] * 5) if model == "none" else (model, d)
+    assert msg.distortion_model == sent_model and list(msg.d) == sent_d
     for decoded in (camera_info_to_camera(msg), camera_info_to_camera(via_rosbags(msg, "sensor_msgs/msg/CameraInfo"))):
         np.testing.assert_array_equal(decoded.K, camera.K)
-        np.testing.assert_array_equal(decoded.D, camera.D)
-        assert (decoded.distortion_model, decoded.width, decoded.height) == (model, 640, 480)
+        np.testing.assert_array_equal(decoded.D, sent_d)
+        assert (decoded.distortion_model, decoded.width, decoded.height) == (sent_model, 640, 480)
         np.testing.assert_array_equal(decoded.P, np.hstack([camera.K, np.zeros((3, 1))]))
 
 
+@pytest.mark.parametrize("model, d", [("none", []), ("rational_polynomial", [0.1] * 8)])
+def test_one_builder_gives_the_same_bytes_from_rclpy_and_from_rosbags_types(model, d):
+    """The node's messages and the bag writer's come from one MessageBuilder: the same messages."""
+    rng = np.random.default_rng(4)
+    rosbags = MessageBuilder(STORE.types, numpy_sequence)
+    camera = PinholeCamera(K=[[50, 0, 32], [0, 52, 24], [0, 0, 1]], width=64, height=48, distortion_model=model, D=d)
+    points = rng.standard_normal((30, 3)).astype(np.float32)
+    pixels = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    stamp = 1_700_000_000_123_456_789
+    pairs = [
+        ("sensor_msgs/msg/PointCloud2", make_pointcloud2(make_header(stamp, "lidar"), points),
+         rosbags.pointcloud2(rosbags.header(stamp, "lidar"), points)),
+        ("sensor_msgs/msg/Image", make_image(make_header(stamp, "cam"), pixels, "rgb8"),
+         rosbags.image(rosbags.header(stamp, "cam"), pixels, "rgb8")),
+        ("sensor_msgs/msg/CameraInfo", make_camera_info(make_header(stamp, "cam"), camera),
+         rosbags.camera_info(rosbags.header(stamp, "cam"), camera)),
+    ]
+    for typename, rclpy_msg, bag_msg in pairs:  # (CDR padding bytes are not initialised by rclpy: compare messages)
+        assert deserialize_message(bytes(STORE.serialize_cdr(bag_msg, typename)), type(rclpy_msg)) == rclpy_msg
+
+
 def test_action_recognition_and_point_embeddings_builders():
-    msg = make_action_recognition(make_header(10.5, "lidar"), 9.0, 10.5, 24, ["wave", "walk", "sit"],
+    msg = make_action_recognition(make_header(10_500_000_000, "lidar"), 9 * 10**9, 10_500_000_000, 24,
+                                  ["wave", "walk", "sit"],
                                   np.array([0.7, 0.2, 0.1]), "point4d-test")
     assert isinstance(msg, ActionRecognition)
     assert isinstance(msg.scores, array.array) and msg.scores.typecode == "f"
     assert (msg.label, msg.labels, msg.num_frames) == ("wave", ["wave", "walk", "sit"], 24)
     assert msg.model_id == "point4d-test"
     assert msg.score == pytest.approx(0.7) and list(msg.scores) == pytest.approx([0.7, 0.2, 0.1])
-    assert stamp_to_seconds(msg.window_start) == 9.0 and stamp_to_seconds(msg.window_end) == 10.5
+    assert stamp_to_ns(msg.window_start) == 9 * 10**9 and stamp_to_ns(msg.window_end) == 10_500_000_000
     with pytest.raises(ValueError, match="same non-zero length"):
-        make_action_recognition(make_header(1.0, ""), 0.0, 1.0, 1, ["a"], np.array([0.5, 0.5]), "m")
+        make_action_recognition(make_header(10**9, ""), 0, 10**9, 1, ["a"], np.array([0.5, 0.5]), "m")
+    with pytest.raises(TypeError, match="integer nanoseconds, got float 10.5"):
+        make_header(10.5, "lidar")  # seconds where nanoseconds belong: a unit error, not a silent 10 ns
 
     points = np.arange(12, dtype=np.float32).reshape(4, 3)
     embedding = np.arange(8, dtype=np.float32).reshape(4, 2)
-    emb = make_point_embeddings(make_header(10.5, "lidar"), sec_to_stamp(9.0), 24, points, embedding, "m")
+    emb = make_point_embeddings(make_header(10_500_000_000, "lidar"), stamp_msg(9 * 10**9), 24, points, embedding,
+                                "m")
     assert isinstance(emb, PointEmbeddings) and emb.dim == 2 and emb.cloud.header.frame_id == "lidar"
     np.testing.assert_array_equal(pointcloud2_to_xyz(emb.cloud), points)
     np.testing.assert_array_equal(pointcloud2_to_structured(emb.cloud)["embedding"], embedding)

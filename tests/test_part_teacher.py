@@ -47,7 +47,7 @@ def test_correspond_clip_with_the_part_teacher_renders_part_labels():
     rng = np.random.default_rng(1)
     points = (rng.normal(size=(3, 50, 3)) * 0.3 + [0, 0, 3]).astype(np.float32)
     part = rng.integers(0, 4, size=(3, 50))
-    clip = Clip(points=points, stamps=np.arange(3.0), part=part)
+    clip = Clip(points=points, stamps_ns=np.arange(3), part=part)
     teacher = PartTeacher(num_parts=4)
     labels, corr = correspond_clip(clip, teacher, "render", image_size=28)
     index = render_index_map(points, 28).numpy()
@@ -59,7 +59,7 @@ def test_correspond_clip_with_the_part_teacher_renders_part_labels():
     from cross4d_core.correspondence import CorrespondenceError
 
     with pytest.raises(CorrespondenceError, match="part labels"):
-        correspond_clip(Clip(points=points, stamps=np.arange(3.0)), PartTeacher(num_parts=4), "render", 28)
+        correspond_clip(Clip(points=points, stamps_ns=np.arange(3)), PartTeacher(num_parts=4), "render", 28)
     with pytest.raises(CorrespondenceError, match="RGB teacher"):
         correspond_clip(clip, PartTeacher(num_parts=4), "camera")
 

@@ -216,7 +216,7 @@ def test_ntu_masked_depth_pngs(tmp_path):
         for name, split in zip(depths, splits):
             rec = video_by_id(ds, name)
             assert rec.split == split and rec.label == int(name[-3:]) - 1
-            np.testing.assert_allclose(rec.stamps, [0, 1 / 30, 2 / 30])
+            np.testing.assert_array_equal(rec.stamps_ns, [0, 33_333_333, 66_666_667])
             for t, frame in enumerate(frames_of(rec)):
                 np.testing.assert_allclose(frame, ntu_reference_points(depths[name][t]), rtol=1e-6, atol=1e-7)
             assert frames_of(rec)[0][-1, 2] == pytest.approx(4.5)  # 4500 mm -> 4.5 m
@@ -228,7 +228,7 @@ def test_ntu_missing_frame_number_keeps_its_time_gap_and_is_reported(tmp_path):
     summary = ntu60.convert(tmp_path, tmp_path / "out", progress=False)
     assert summary["reported"]["missing_frames"] == {"S001C001P002R001A005": [3]}
     rec = Dataset4D.open(tmp_path / "out").video(0)
-    np.testing.assert_allclose(rec.stamps, [0, 1 / 30, 3 / 30])  # not 3 evenly spaced frames
+    np.testing.assert_array_equal(rec.stamps_ns, [0, 33_333_333, 100_000_000])  # not 3 evenly spaced frames
     assert rec.meta["meta"]["missing_frames"] == [3] and rec.meta["meta"]["frame_numbers"] == [1, 4]
     np.testing.assert_allclose(frames_of(rec)[2], ntu_reference_points(depth[2]), rtol=1e-6, atol=1e-7)
 
@@ -351,7 +351,7 @@ def test_hoi4d_action_segmentation_points_as_stored(tmp_path):
             assert rec.split == ("train" if stem.startswith("train") else "test") and rec.label == -1
             assert rec.meta["meta"]["frame_labels"] == label[i].tolist()
             np.testing.assert_array_equal(np.stack(frames_of(rec)), pcd[i])  # as the public loader returns it
-            np.testing.assert_allclose(rec.stamps, np.arange(5) / 15)
+            np.testing.assert_array_equal(rec.stamps_ns, [0, 66_666_667, 133_333_333, 200_000_000, 266_666_667])
     for i in range(2):
         rec = video_by_id(ds, f"test_wolabel_{i:05d}")
         assert rec.split == "test_wolabel" and rec.label == -1 and "frame_labels" not in rec.meta["meta"]

@@ -19,7 +19,7 @@ def test_messages_survive_dds_round_trip(rclpy_context):
 
     from cross4d.msg import ActionRecognition, PointEmbeddings
     from cross4d_core.msgconv import image_to_numpy, pointcloud2_to_structured, pointcloud2_to_xyz, \
-        stamp_to_seconds, unpack_rgb
+        stamp_to_ns, unpack_rgb
     from cross4d_ros.messages import make_action_recognition, make_header, make_image, make_point_embeddings, \
         make_pointcloud2
 
@@ -31,14 +31,14 @@ def test_messages_survive_dds_round_trip(rclpy_context):
     emb_points = rng.standard_normal((256, 3)).astype(np.float32)
     embedding = rng.standard_normal((256, 16)).astype(np.float32)
     emb_rgb = rng.integers(0, 256, (256, 3), dtype=np.uint8)
-    header = make_header(1700000000.125, "lidar")
+    header = make_header(1_700_000_000_125_000_000, "lidar")
     sent = {
         "cloud": (PointCloud2, make_pointcloud2(header, points, rgb=rgb)),
-        "image": (Image, make_image(make_header(1700000000.125, "camera"), pixels, "rgb8")),
-        "action": (ActionRecognition, make_action_recognition(header, 1699999999.5, 1700000000.125, 24,
+        "image": (Image, make_image(make_header(1_700_000_000_125_000_000, "camera"), pixels, "rgb8")),
+        "action": (ActionRecognition, make_action_recognition(header, 1_699_999_999_500_000_000, header.stamp, 24,
                                                               ["wave", "walk"], np.array([0.75, 0.25]), "test")),
-        "embeddings": (PointEmbeddings, make_point_embeddings(header, 1699999999.5, 24, emb_points, embedding,
-                                                              "test", rgb=emb_rgb)),
+        "embeddings": (PointEmbeddings, make_point_embeddings(header, 1_699_999_999_500_000_000, 24, emb_points,
+                                                              embedding, "test", rgb=emb_rgb)),
     }
     qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
     talker = rclpy.create_node("cross4d_test_talker")
@@ -84,7 +84,7 @@ def test_messages_survive_dds_round_trip(rclpy_context):
                                                                                         "test")
     np.testing.assert_array_equal(np.asarray(action.scores), np.array([0.75, 0.25], dtype=np.float32))
     assert action.score == 0.75
-    assert stamp_to_seconds(action.window_start) == 1699999999.5
+    assert stamp_to_ns(action.window_start) == 1_699_999_999_500_000_000
     assert (action.window_end.sec, action.window_end.nanosec) == (1700000000, 125_000_000)
 
     emb = received["embeddings"]

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from ros_node_harness import ACTIONS, POINTS, VIDEO_FRAMES, WINDOW, NodeHarness, synthetic_frames, \
-    train_tiny_recognizer
+from ros_node_harness import ACTIONS, POINTS, VIDEO_FRAMES, WINDOW, NodeHarness, malformed_messages, model_input, \
+    stop_while_streaming, synthetic_frames, train_tiny_recognizer
 
 pytestmark = pytest.mark.ros
 
@@ -50,11 +50,18 @@ def _offline(checkpoint, window_points):
     return probs.numpy(), features.numpy()
 
 
+def _sample_index(points, stamp_ns):
+    """The index of the node's model points into the raw frame (its sampler, keyed on the stamp)."""
+    from cross4d_core.preprocess import frame_rng, sample_point_indices
+
+    return sample_point_indices(len(points), POINTS, frame_rng(int(stamp_ns)))
+
+
 def test_actions_and_embeddings_match_the_offline_model(rclpy_context, recognizer):
     from diagnostic_msgs.msg import DiagnosticArray
 
     from cross4d.msg import ActionRecognition, PointEmbeddings
-    from cross4d_core.msgconv import pointcloud2_field, pointcloud2_to_xyz
+    from cross4d_core.msgconv import pointcloud2_field, pointcloud2_to_xyz, stamp_to_ns
     from cross4d_ros.replay import SequencePublisher
 
     checkpoint, names = recognizer
@@ -68,10 +75,11 @@ def test_actions_and_embeddings_match_the_offline_model(rclpy_context, recognize
         published = []
         for k, action in enumerate(ACTIONS):
             points, stamps, _ = synthetic_frames(action, 0)
-            stamps = 200.0 + 10 * k + stamps  # one stream, the actions one after the other
+            # one stream at 15 Hz (no gap), the actions one after the other
+            stamps = 200_000_000_123 + k * VIDEO_FRAMES * 66_666_667 + stamps
             for i in range(VIDEO_FRAMES):
-                pub.publish_frame(stamps[i], points[i], "camera_optical")
-                published.append((stamps[i], points[i], names[k]))
+                pub.publish_frame(int(stamps[i]), points[i], "camera_optical")
+                published.append((int(stamps[i]), points[i], names[k]))
                 assert h.wait_for(lambda: node.stats.frames == len(published), 10.0), node.stats
         windows = len(published) - WINDOW + 1
         assert h.wait_for(lambda: len(actions) == len(embeddings) == windows, 20.0), (len(actions), node.stats)
@@ -80,11 +88,11 @@ def test_actions_and_embeddings_match_the_offline_model(rclpy_context, recognize
             for d in diagnostics for s in d.status))
 
     # Every window that lies inside one action's video is recognised as that action, with the
-    # probabilities of the uncached offline model on the same window.
+    # probabilities of the uncached offline model on the same window (sampled as the node samples).
     assert node.cache.hits == (windows - 1) * (WINDOW - 1) and node.cache.misses == len(published)
     for w, (msg, emb) in enumerate(zip(actions, embeddings)):
         frames = published[w:w + WINDOW]
-        window_points = np.stack([p for _, p, _ in frames])
+        window_points = model_input(np.stack([p for _, p, _ in frames]), [s for s, _, _ in frames])
         probs, features = _offline(checkpoint, window_points)
         order = np.argsort(-probs)[:2]
         assert msg.labels == [names[i] for i in order] and msg.label == msg.labels[0]
@@ -92,151 +100,199 @@ def test_actions_and_embeddings_match_the_offline_model(rclpy_context, recognize
         if len({label for _, _, label in frames}) == 1:
             assert msg.label == frames[0][2], f"window {w} recognised as {msg.label}, expected {frames[0][2]}"
         assert msg.num_frames == WINDOW and msg.model_id == "tiny-synthetic-test"
-        end_ns = round(frames[-1][0] * 1e9)
-        assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == divmod(end_ns, 10**9)
-        assert (msg.window_start.sec * 10**9 + msg.window_start.nanosec) == round(frames[0][0] * 1e9)
+        # integer nanoseconds end to end: the output stamps are the input header stamps, exactly
+        assert stamp_to_ns(msg.header.stamp) == stamp_to_ns(msg.window_end) == frames[-1][0]
+        assert stamp_to_ns(msg.window_start) == stamp_to_ns(emb.window_start) == frames[0][0]
         assert msg.header.frame_id == emb.cloud.header.frame_id == "camera_optical"
-        # The embedding cloud decodes to the newest published frame, with the offline per-point features.
+        # The embedding cloud is the newest frame's points once each, in source order, with the
+        # offline per-point features of the model points they were sampled as.
         np.testing.assert_array_equal(pointcloud2_to_xyz(emb.cloud), frames[-1][1])
-        np.testing.assert_allclose(pointcloud2_field(emb.cloud, "embedding"), features, rtol=1e-4, atol=1e-5)
+        source_order = np.argsort(_sample_index(frames[-1][1], frames[-1][0]))
+        np.testing.assert_allclose(pointcloud2_field(emb.cloud, "embedding"), features[source_order],
+                                   rtol=1e-4, atol=1e-5)
         assert emb.dim == features.shape[1] and emb.num_frames == WINDOW
         assert [f.name for f in emb.cloud.fields] == ["x", "y", "z", "rgb", "embedding"]
 
 
-def test_images_are_paired_and_cloud_only_frames_still_flow(rclpy_context, recognizer):
-    from cross4d.msg import ActionRecognition
+def test_a_clip_dataset_item_equals_the_node_model_input_for_the_same_frames(rclpy_context, recognizer, tmp_path):
+    """One frame contract: the same frames (points and stamps) give training (ClipDataset,
+    seed 0, epoch 0) and serving (the node's preprocessing) the same model input, point for
+    point and in the same order, also when a frame has more points than N or fewer."""
+    from cross4d_core.data import ClipDataset, DatasetWriter
+    from cross4d_core.data.synthetic import SyntheticConfig, synthetic_video
     from cross4d_ros.replay import SequencePublisher
 
+    video = synthetic_video(0, 1, ACTIONS[0], 2, frames=8, config=SyntheticConfig(width=80, height=60, focal=71.0))
+    frames = [p[: [400, 60, 300, 128, 90, 500, 128, 70][t]] for t, p in enumerate(video.points)]  # > N, < N, = N
+    stamps = 1_700_000_000_000_000_000 + video.stamps_ns
+    with DatasetWriter(tmp_path / "ds", source="unit", label_names=["x"]) as writer:
+        writer.add_video("v", frames, label=0, split="train", stamps_ns=stamps)
+    clips = ClipDataset(tmp_path / "ds", frames=WINDOW, num_points=POINTS)
+
     checkpoint, _ = recognizer
-    node = _perception_node("/paired", checkpoint, image_topic="image", camera_info_topic="camera_info",
-                            sync_tolerance=0.01, sync_wait=0.3, publish_embeddings=False)
-    points, stamps, video = synthetic_frames(ACTIONS[0], 0)
-    stamps = 50.0 + stamps
+    node = _perception_node("/contract", checkpoint, publish_embeddings=False, skip_stale_windows=False)
+    inputs = []
+    serve = node.model_input
+    node.model_input = lambda window: inputs.append(serve(window)) or inputs[-1]
     with NodeHarness(rclpy_context, node) as h:
-        actions = h.subscribe(ActionRecognition, "/paired/perception_node/actions")
-        pub = SequencePublisher(h.helper, "/paired/points", "/paired/image", "/paired/camera_info",
-                                reliability="reliable")
+        pub = SequencePublisher(h.helper, "/contract/points", reliability="reliable")
         assert pub.wait_for_subscribers()
-        for i in range(VIDEO_FRAMES):  # every other frame without image: waits sync_wait, goes on
-            with_image = i % 2 == 0
-            pub.publish_frame(stamps[i], points[i], image=video.rgb[i] if with_image else None,
-                              camera=video.camera if with_image else None)
-            assert h.wait_for(lambda: node.stats.frames == i + 1, 10.0), node.stats
-        assert h.wait_for(lambda: len(actions) == VIDEO_FRAMES - WINDOW + 1)
-    assert node.stats.paired_frames == VIDEO_FRAMES // 2
-    assert node.stats.received == {"cloud": VIDEO_FRAMES, "image": VIDEO_FRAMES // 2,
-                                   "camera_info": VIDEO_FRAMES // 2}
+        for stamp, points in zip(stamps.tolist(), frames):
+            pub.publish_frame(stamp, points, "camera_optical")
+        assert h.wait_for(lambda: node.stats.windows == len(clips) == 5), (node.stats, len(clips))
+    for i, served in enumerate(inputs):
+        assert torch.equal(served, clips[i]["points"]), f"window {i} differs from clip {i}"
 
 
-def _malformed_messages(rng, good_cloud, good_image, good_info):
-    """Hundreds of broken PointCloud2 / Image / CameraInfo (each one a different defect)."""
-    import copy
-
-    from sensor_msgs.msg import PointField
-
-    def cloud(mutate):
-        msg = copy.deepcopy(good_cloud)
-        mutate(msg)
-        return "cloud", msg
-
-    def image(mutate):
-        msg = copy.deepcopy(good_image)
-        mutate(msg)
-        return "image", msg
-
-    def info(mutate):
-        msg = copy.deepcopy(good_info)
-        mutate(msg)
-        return "camera_info", msg
-
-    def truncate(m):
-        m.data = m.data[: int(rng.integers(0, len(m.data)))]
-
-    def nan_cloud(m):
-        m.data = np.full(len(m.data) // 4, np.nan, np.float32).tobytes()
-
-    mutations = [
-        cloud(truncate),
-        cloud(lambda m: setattr(m, "point_step", int(rng.integers(0, 12)))),
-        cloud(lambda m, axis="xyz"[int(rng.integers(3))]:
-              setattr(m, "fields", [f for f in m.fields if f.name != axis])),
-        cloud(lambda m: setattr(m, "row_step", m.row_step + int(rng.integers(1, 1000)))),
-        cloud(lambda m: setattr(m, "width", m.width + int(rng.integers(1, 100)))),
-        cloud(lambda m: setattr(m, "height", int(rng.integers(2, 50)))),
-        cloud(lambda m: m.fields.__setitem__(0, PointField(name="x", offset=int(rng.integers(13, 200)),
-                                                          datatype=7, count=1))),
-        cloud(lambda m: m.fields.__setitem__(1, PointField(name="y", offset=4, datatype=int(rng.integers(9, 200)),
-                                                          count=1))),
-        cloud(nan_cloud),
-        image(truncate),
-        image(lambda m: setattr(m, "encoding", ["yuv422x", "", "bayer_wat", "16UC9"][int(rng.integers(4))])),
-        image(lambda m: setattr(m, "step", int(rng.integers(0, m.width * 3)))),
-        image(lambda m: setattr(m, "height", m.height + int(rng.integers(1, 100)))),
-        info(lambda m: setattr(m, "k", np.zeros(9))),
-        info(lambda m: setattr(m, "k", np.array([np.nan] * 9))),
-        info(lambda m: setattr(m, "width", 0)),
-        info(lambda m: (setattr(m, "distortion_model", "plumb_bob"), setattr(m, "d", [0.1] * int(rng.integers(6, 9))))),
-        info(lambda m: (setattr(m, "distortion_model", "fisheye_wat"), setattr(m, "d", [0.1] * 5))),
-    ]
-    return mutations
-
-
-def test_fuzzed_malformed_input_is_counted_and_the_node_keeps_serving(rclpy_context, recognizer):
+def test_fuzzed_malformed_and_absurd_clouds_are_counted_and_the_node_keeps_serving(rclpy_context, recognizer):
+    """Every broken cloud is counted as rejected; finite but absurd coordinates (|xyz| = 1e30,
+    which overflow the model's distances into NaN scores) are refused before the model; no
+    published score is NaN."""
     from cross4d.msg import ActionRecognition
     from cross4d_ros.messages import make_camera_info, make_header, make_image, make_pointcloud2
     from cross4d_ros.replay import SequencePublisher
 
     checkpoint, names = recognizer
-    node = _perception_node("/fuzz", checkpoint, image_topic="image", camera_info_topic="camera_info",
-                            qos_input_reliability="reliable", qos_input_depth=1000, queue_depth=2000, sync_wait=0.0,
-                            publish_embeddings=False, warn_throttle=1.0)
+    node = _perception_node("/fuzz", checkpoint, qos_input_reliability="reliable", qos_input_depth=1000,
+                            queue_depth=2000, publish_embeddings=False, warn_throttle=1.0, skip_stale_windows=False)
     points, stamps, video = synthetic_frames(ACTIONS[1], 0)
-    header = make_header(1.0, "camera_optical")
-    good = (make_pointcloud2(header, points[0]), make_image(header, video.rgb[0], "rgb8"),
-            make_camera_info(header, video.camera))
+    header = make_header(10**9, "camera_optical")
+    good = (make_pointcloud2(header, points[0]), make_image(header, video.images[0], "rgb8"),
+            make_camera_info(header, video.cameras[0]))
     rng = np.random.default_rng(0)
     with NodeHarness(rclpy_context, node) as h:
         actions = h.subscribe(ActionRecognition, "/fuzz/perception_node/actions")
-        pub = SequencePublisher(h.helper, "/fuzz/points", "/fuzz/image", "/fuzz/camera_info", reliability="reliable",
-                                depth=2000)
+        pub = SequencePublisher(h.helper, "/fuzz/points", reliability="reliable", depth=2000)
         assert pub.wait_for_subscribers()
-        sent = {"cloud": 0, "image": 0, "camera_info": 0}
+        sent = 0
         for _ in range(25):
-            for kind, msg in _malformed_messages(rng, *good):
-                {"cloud": pub.cloud, "image": pub.image, "camera_info": pub.camera_info}[kind].publish(msg)
-                sent[kind] += 1
-        assert sum(sent.values()) >= 400
-        assert h.wait_for(lambda: node.stats.rejected == sent, 30.0), (node.stats.rejected, sent)
-        # still serving valid input
+            for kind, msg in malformed_messages(rng, *good):
+                if kind == "cloud":
+                    pub.cloud.publish(msg)
+                    sent += 1
+        assert sent >= 200
+        assert h.wait_for(lambda: node.stats.rejected["cloud"] == sent, 30.0), (node.stats.rejected, sent)
+        # valid clouds, every third with an absurd point (finite float32) in it
         for i in range(VIDEO_FRAMES):
-            pub.publish_frame(10.0 + stamps[i], points[i])
-        # published in a burst: windows the worker fell behind on are skipped (counted), the newest is computed
-        assert h.wait_for(lambda: len(actions) + node.stats.skipped_windows == VIDEO_FRAMES - WINDOW + 1
-                          and len(actions) == node.stats.windows, 20.0), node.stats
+            cloud = points[i].copy()
+            if i % 3 == 2:
+                cloud[int(rng.integers(len(cloud)))] = [1e30, -1e30, 1e30]
+            pub.publish_frame(10**10 + int(stamps[i]), cloud)
+        absurd = VIDEO_FRAMES // 3
+        assert h.wait_for(lambda: node.stats.frames == VIDEO_FRAMES - absurd
+                          and node.stats.windows == VIDEO_FRAMES - absurd - WINDOW + 1, 20.0), node.stats
+        assert h.wait_for(lambda: len(actions) == node.stats.windows)
+    assert node.stats.rejected == {"cloud": sent + absurd, "image": 0, "camera_info": 0}
+    assert all(np.isfinite(np.array(m.scores)).all() and np.isfinite(m.score) for m in actions)
     assert actions[-1].label == names[1]
-    assert actions[-1].header.stamp.sec == 10 and actions[-1].header.stamp.nanosec == round(stamps[-1] * 1e9)
+    newest = max(i for i in range(VIDEO_FRAMES) if i % 3 != 2)
+    assert (actions[-1].header.stamp.sec, actions[-1].header.stamp.nanosec) == divmod(10**10 + int(stamps[newest]),
+                                                                                      10**9)
     assert node.stats.dropped == {"cloud": 0, "image": 0, "camera_info": 0}
     assert node.stats.failed_windows == 0
 
 
-def test_frames_outside_the_range_crop_fail_their_windows_without_growing_state(rclpy_context, recognizer):
+def test_a_model_with_non_finite_output_publishes_nothing_and_counts_it(rclpy_context, recognizer, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
     from cross4d.msg import ActionRecognition
     from cross4d_ros.replay import SequencePublisher
 
+    checkpoint = tmp_path / "nan_head"
+    shutil.copytree(recognizer[0], checkpoint)
+    tensors = load_file(checkpoint / "classifier.safetensors")
+    save_file({k: torch.full_like(v, float("nan")) for k, v in tensors.items()}, checkpoint / "classifier.safetensors")
+    node = _perception_node("/nan", str(checkpoint), skip_stale_windows=False, warn_throttle=0.0)
+    points, stamps, _ = synthetic_frames(ACTIONS[0], 0)
+    with NodeHarness(rclpy_context, node) as h:
+        actions = h.subscribe(ActionRecognition, "/nan/perception_node/actions")
+        pub = SequencePublisher(h.helper, "/nan/points", reliability="reliable")
+        assert pub.wait_for_subscribers()
+        for i in range(WINDOW + 1):
+            pub.publish_frame(int(stamps[i]), points[i])
+        assert h.wait_for(lambda: node.stats.failed_windows == 2, 10.0), node.stats
+    assert not actions and node.stats.windows == 0
+
+
+def test_frames_outside_the_range_crop_are_rejected_and_never_join_a_window(rclpy_context, recognizer):
+    from cross4d.msg import ActionRecognition
+    from cross4d_core.msgconv import stamp_to_ns
+    from cross4d_ros.replay import SequencePublisher
+
     checkpoint, _ = recognizer
-    node = _perception_node("/crop", checkpoint, range_max=10.0, skip_stale_windows=False, publish_embeddings=False)
+    node = _perception_node("/crop", checkpoint, range_max=10.0, skip_stale_windows=False, publish_embeddings=False,
+                            queue_depth=100, qos_input_depth=100)
     points, stamps, _ = synthetic_frames(ACTIONS[0], 0)  # 2.6 - 3.6 m from the sensor
     frames = 4 * VIDEO_FRAMES
+    period = 66_666_667
     with NodeHarness(rclpy_context, node) as h:
         actions = h.subscribe(ActionRecognition, "/crop/perception_node/actions")
         pub = SequencePublisher(h.helper, "/crop/points", reliability="reliable")
         assert pub.wait_for_subscribers()
         for i in range(frames):  # every other frame lies 100 m away: cropped to nothing
-            pub.publish_frame(30.0 + i / 15, points[i % VIDEO_FRAMES] + (100.0 if i % 2 else 0.0))
-            assert h.wait_for(lambda: node.stats.windows + node.stats.failed_windows == max(0, i - WINDOW + 2), 10.0)
-            assert len(node._frame_inputs) <= WINDOW, len(node._frame_inputs)  # pruned although every window failed
-    assert node.stats.failed_windows == frames - WINDOW + 1 and node.stats.windows == 0 and not actions
-    assert node.stats.frames == frames
+            pub.publish_frame(30 * 10**9 + i * period, points[i % VIDEO_FRAMES] + (100.0 if i % 2 else 0.0))
+        good = frames // 2
+        assert h.wait_for(lambda: len(actions) == good - WINDOW + 1, 20.0), node.stats
+    assert node.stats.rejected["cloud"] == frames - good and node.stats.frames == good
+    assert node.stats.failed_windows == 0 and node.stats.windows == good - WINDOW + 1
+    assert [stamp_to_ns(m.window_start) for m in actions] == [30 * 10**9 + 2 * k * period for k in range(len(actions))]
+
+
+def test_a_forward_time_jump_beyond_max_frame_gap_restarts_the_window(rclpy_context, recognizer):
+    """One cloud stamped 0, then clouds from t = 1000 s: the first window starts at 1000 s (it
+    does not span 1000 s), and the gap is counted."""
+    from cross4d.msg import ActionRecognition
+    from cross4d_core.msgconv import stamp_to_ns
+    from cross4d_ros.replay import SequencePublisher
+
+    checkpoint, _ = recognizer
+    node = _perception_node("/gap", checkpoint, max_frame_gap=0.5, skip_stale_windows=False, publish_embeddings=False)
+    points, stamps, _ = synthetic_frames(ACTIONS[0], 0)
+    later = 1000 * 10**9 + stamps
+    with NodeHarness(rclpy_context, node) as h:
+        actions = h.subscribe(ActionRecognition, "/gap/perception_node/actions")
+        pub = SequencePublisher(h.helper, "/gap/points", reliability="reliable")
+        assert pub.wait_for_subscribers()
+        pub.publish_frame(0, points[0])
+        for i in range(WINDOW):
+            pub.publish_frame(int(later[i]), points[i])
+        assert h.wait_for(lambda: len(actions) == 1 and node.stats.frames == WINDOW + 1, 10.0), node.stats
+    assert stamp_to_ns(actions[0].window_start) == later[0] and actions[0].num_frames == WINDOW
+    assert (node.stats.frame_gaps, node.stats.time_jumps, node.stats.windows) == (1, 0, 1)
+
+
+def test_a_cloud_in_another_frame_than_the_stream_is_rejected_and_counted(rclpy_context, recognizer):
+    from cross4d.msg import ActionRecognition
+    from cross4d_core.msgconv import stamp_to_ns
+    from cross4d_ros.replay import SequencePublisher
+
+    checkpoint, _ = recognizer
+    node = _perception_node("/frames", checkpoint, skip_stale_windows=False, publish_embeddings=False)
+    points, stamps, _ = synthetic_frames(ACTIONS[0], 0)
+    with NodeHarness(rclpy_context, node) as h:
+        actions = h.subscribe(ActionRecognition, "/frames/perception_node/actions")
+        pub = SequencePublisher(h.helper, "/frames/points", reliability="reliable")
+        assert pub.wait_for_subscribers()
+        for i in range(WINDOW + 1):  # the third cloud comes in the map frame: points_transform does not apply
+            pub.publish_frame(int(stamps[i]), points[i], "map" if i == 2 else "/camera_optical")
+        assert h.wait_for(lambda: len(actions) == 1 and node.stats.rejected["cloud"] == 1, 10.0), node.stats
+        pub.publish_frame(int(stamps[WINDOW + 1]), points[WINDOW + 1], "camera_optical")  # tf2: the same frame
+        assert h.wait_for(lambda: len(actions) == 2, 10.0), node.stats
+    assert [stamp_to_ns(m.window_start) for m in actions] == [stamps[0], stamps[1]]
+    assert all(m.header.frame_id.lstrip("/") == "camera_optical" for m in actions)
+    assert node.stats.frames == WINDOW + 1
+
+
+def test_perception_declares_and_subscribes_no_camera_topics(rclpy_context, recognizer):
+    node = _perception_node("/nocam", recognizer[0])
+    try:
+        for name in ("image_topic", "camera_info_topic", "sync_tolerance", "sync_wait"):
+            assert not node.has_parameter(name), name
+        assert {s.topic_name for s in node.subscriptions} == {"/nocam/points"}
+    finally:
+        node.destroy_node()
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +304,7 @@ def synthetic_bag(tmp_path_factory):
     clips, labels = [], []
     for k in (0, 2):
         points, stamps, video = synthetic_frames(ACTIONS[k], 0)
-        clips.append(Clip(points=points, stamps=stamps, images=video.rgb, cameras=[video.camera] * len(stamps)))
+        clips.append(Clip(points=points, stamps_ns=stamps, images=video.images, cameras=video.cameras))
         labels.append(k)
     info = write_synthetic_bag(clips, tmp_path_factory.mktemp("bag") / "synthetic", storage="mcap", gap=0.5)
     return info, labels
@@ -263,19 +319,16 @@ def test_bag_replayed_twice_with_sim_time_gives_both_passes_and_no_mixed_window(
     checkpoint, names = recognizer
     info, labels = synthetic_bag
     topics = info["topics"]
-    messages = list(read_bag_messages(info["bag"], {topics["cloud"]: "cloud", topics["image"]: "image",
-                                                    topics["camera_info"]: "camera_info"}))
+    messages = list(read_bag_messages(info["bag"], {topics["cloud"]: "cloud"}))  # perception needs no camera
     cloud_stamps = [stamp for kind, stamp, _ in messages if kind == "cloud"]
     assert len(cloud_stamps) == 2 * VIDEO_FRAMES
     # The model was trained in the optical frame; the bag's clouds are in camera_link.
     optical_from_link = np.linalg.inv(T_LINK_FROM_COLOR @ T_COLOR_FROM_OPTICAL)
-    node = _perception_node("/bag", checkpoint, image_topic="image", camera_info_topic="camera_info",
-                            use_sim_time=True, publish_embeddings=False, skip_stale_windows=False,
-                            points_transform=optical_from_link.reshape(-1).tolist())
+    node = _perception_node("/bag", checkpoint, use_sim_time=True, publish_embeddings=False,
+                            skip_stale_windows=False, points_transform=optical_from_link.reshape(-1).tolist())
     with NodeHarness(rclpy_context, node) as h:
         actions = h.subscribe(ActionRecognition, "/bag/perception_node/actions")
-        publisher = SequencePublisher(h.helper, "/bag/points", "/bag/image", "/bag/camera_info",
-                                      reliability="reliable", depth=50, clock=True)
+        publisher = SequencePublisher(h.helper, "/bag/points", reliability="reliable", depth=50, clock=True)
         assert publisher.wait_for_subscribers()
         player = BagPlayer(publisher, messages)
         per_pass = len(cloud_stamps) - WINDOW + 1
@@ -283,7 +336,7 @@ def test_bag_replayed_twice_with_sim_time_gives_both_passes_and_no_mixed_window(
             assert player.play(rate_hz=30.0) == len(cloud_stamps)
             assert h.wait_for(lambda: len(actions) == n * per_pass, 30.0), (len(actions), node.stats)
         assert node.get_clock().now().nanoseconds == messages[-1][1]  # sim time followed /clock
-    assert node.stats.time_jumps >= 1 and node.stats.paired_frames == 2 * len(cloud_stamps)
+    assert node.stats.time_jumps == 1 and node.stats.frame_gaps == 0 and node.stats.paired_frames == 0
     expected = [(cloud_stamps[i], cloud_stamps[i + WINDOW - 1]) for i in range(per_pass)]
     got = [(m.window_start.sec * 10**9 + m.window_start.nanosec, m.header.stamp.sec * 10**9 + m.header.stamp.nanosec)
            for m in actions]
@@ -330,3 +383,23 @@ def test_parameter_errors_stop_the_executable_with_a_clear_message(rclpy_context
         run = subprocess.run(base + extra, capture_output=True, text=True, timeout=60, env=dict(os.environ))
         assert run.returncode == 2, (extra, run.returncode, run.stderr[-2000:])
         assert expected in run.stderr + run.stdout, (extra, run.stderr[-2000:])
+
+
+@pytest.mark.parametrize("attempt", [0, 1])
+def test_stopping_the_executable_while_clouds_arrive_is_clean(rclpy_context, recognizer, attempt):
+    """SIGINT stops the worker before the context goes: no `RCLError ... publisher's context is
+    invalid`, no traceback, exit code 0."""
+    from cross4d.msg import ActionRecognition
+
+    checkpoint, _ = recognizer
+    points, stamps, _ = synthetic_frames(ACTIONS[0], 0)
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "perception_node")
+    command = [sys.executable, script, "--ros-args", "-p", "cloud_topic:=points", "-p", f"checkpoint:={checkpoint}",
+               "-p", f"window_length:={WINDOW}", "-p", f"num_points:={POINTS}", "-p", "skip_stale_windows:=false",
+               "-p", "qos_input_reliability:=reliable", "-p", "qos_input_depth:=100", "-p", "queue_depth:=100"]
+    ns = f"/stop{attempt}"
+    code, log, _ = stop_while_streaming(rclpy_context, command, ns, points, stamps,
+                                        {f"{ns}/perception_node/actions": ActionRecognition})
+    assert code == 0, log[-3000:]
+    for bad in ("RCLError", "context is invalid", "Traceback", "failed"):
+        assert bad not in log, log[-3000:]

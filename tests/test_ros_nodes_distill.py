@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ros_node_harness import NodeHarness
+from ros_node_harness import NodeHarness, malformed_messages, stop_while_streaming
 
 pytestmark = pytest.mark.ros
 
@@ -33,7 +33,7 @@ def video():
     return synthetic_video(0, 0, 3, 0, frames=FRAMES, config=SyntheticConfig(width=80, height=60, focal=71.0))
 
 
-def _distill_node(rclpy, ns, teacher, record_dir, mode="render"):
+def _distill_node(rclpy, ns, teacher, record_dir, mode="render", **overrides):
     from rclpy.parameter import Parameter
 
     from cross4d_ros.distill_node import DistillNode
@@ -43,6 +43,7 @@ def _distill_node(rclpy, ns, teacher, record_dir, mode="render"):
               "correspondence": mode, "diagnostics_period": 0.2}
     if mode == "camera":
         params.update(image_topic="image", camera_info_topic="camera_info", sync_wait=2.0)
+    params.update(overrides)
     return DistillNode(namespace=ns, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
 
 
@@ -56,9 +57,9 @@ def _offline_targets(points, teacher_path, mode, video=None):
     if mode == "render":
         images, corr = render_correspondence(points, 126, 14, 1, transform=teacher.image_transform(126, 126))
     else:
-        images = torch.from_numpy(video.rgb[-T:])
-        corr = camera_correspondence(points, video.rgb[-T:], [video.camera] * T,
-                                     teacher.image_transform(*video.rgb.shape[1:3]))
+        images = torch.from_numpy(video.images[-T:])
+        corr = camera_correspondence(points, video.images[-T:], video.cameras[-T:],
+                                     teacher.image_transform(*video.images.shape[1:3]))
     feats, _ = teacher.grid_features(images)
     grids = FeatureProjection.random(teacher.feature_dim, D_P, 0)(feats).reshape(feats.shape[0], -1, D_P)
     visible = corr.visible[-1]
@@ -73,8 +74,9 @@ def _publish(harness, video, camera_mode, stamps):
                             f"{harness.node.get_namespace()}/camera_info" if camera_mode else "")
     assert pub.wait_for_subscribers(), "distill_node did not subscribe"
     for i, stamp in enumerate(stamps):
-        pub.publish_frame(stamp, video.points[i], "camera_optical", image=video.rgb[i] if camera_mode else None,
-                          camera=video.camera if camera_mode else None)
+        pub.publish_frame(int(stamp), video.points[i], "camera_optical",
+                          image=video.images[i] if camera_mode else None,
+                          camera=video.cameras[i] if camera_mode else None)
         assert harness.wait_for(lambda: harness.node.stats.frames > i, timeout=10.0), harness.node.stats
 
 
@@ -85,10 +87,10 @@ def test_distill_publishes_offline_targets_and_records_resumable_shards(
 
     from cross4d_core.msgconv import image_to_rgb, pointcloud2_field, pointcloud2_to_xyz
     from cross4d_core.targets import TargetCache
-    from cross4d_ros.preprocess import FramePreprocessor, stamp_seed
+    from cross4d_core.preprocess import FramePreprocessor, frame_rng
 
     cache = str(tmp_path / "cache")
-    stamps = 100.0 + video.stamps
+    stamps = 100 * 10**9 + video.stamps_ns
     node = _distill_node(rclpy_context, f"/distill_{mode}", tiny_dinov2, cache, mode)
     with NodeHarness(rclpy_context, node) as h:
         targets = h.subscribe(PointCloud2, f"/distill_{mode}/distill_node/targets")
@@ -100,19 +102,19 @@ def test_distill_publishes_offline_targets_and_records_resumable_shards(
         assert node.stats.windows == FRAMES - T + 1 and sum(node.stats.rejected.values()) == 0
 
     prep = FramePreprocessor(N, np.eye(4))
-    inputs = [prep(video.points[i], stamp_seed(s)) for i, s in enumerate(stamps)]
-    window_points = np.stack([p for p, _ in inputs[-T:]])
+    inputs = [prep(video.points[i], frame_rng(int(s))) for i, s in enumerate(stamps)]
+    window_points = np.stack([m.points for m in inputs[-T:]])
     expected, visible = _offline_targets(window_points, tiny_dinov2, mode, video)
     last = targets[-1]
     assert visible.any(), "reference window has no visible point"
     assert [f.name for f in last.fields] == ["x", "y", "z", "rgb", "target"]
-    index = inputs[-1][1][visible]
+    index = inputs[-1].index[visible]
     _, first = np.unique(index, return_index=True)
     np.testing.assert_allclose(pointcloud2_to_xyz(last), video.points[-1][index[np.sort(first)]])
     np.testing.assert_allclose(pointcloud2_field(last, "target"), expected[np.sort(first)], rtol=1e-4, atol=1e-5)
     assert (last.header.stamp.sec, last.header.stamp.nanosec) == (100, 466666667)
     overlay = image_to_rgb(overlays[-1])
-    assert overlay.shape == ((126, 126, 3) if mode == "render" else video.rgb.shape[1:])
+    assert overlay.shape == ((126, 126, 3) if mode == "render" else video.images.shape[1:])
 
     # windows 0, 2, 4 recorded -> shard 0 (2 windows) written, window 4 flushed at stop into shard 1
     recorded = TargetCache(cache)
@@ -129,7 +131,7 @@ def test_distill_publishes_offline_targets_and_records_resumable_shards(
     node = _distill_node(rclpy_context, f"/distill_{mode}", tiny_dinov2, cache, mode)
     assert node.recorder.next_shard == 2
     with NodeHarness(rclpy_context, node) as h:
-        _publish(h, video, mode == "camera", stamps + 50.0)
+        _publish(h, video, mode == "camera", stamps + 50 * 10**9)
         assert h.wait_for(lambda: node.stats.windows == FRAMES - T + 1)
     again = TargetCache(cache)
     assert len(again) == 6
@@ -150,3 +152,100 @@ def _pretrain_on(cache, out):
     results = json.loads((out / "pretrain_results.json").read_text())
     assert results["steps"] > 0 and np.isfinite(results["final_loss"]), results
     assert (out / "encoder.safetensors").exists()
+
+
+def test_malformed_images_and_camera_infos_are_counted_and_the_node_keeps_serving(rclpy_context, tiny_dinov2,
+                                                                                   video):
+    from sensor_msgs.msg import PointCloud2
+
+    from cross4d_ros.messages import make_camera_info, make_header, make_image, make_pointcloud2
+    from cross4d_ros.replay import SequencePublisher
+
+    node = _distill_node(rclpy_context, "/distill_fuzz", tiny_dinov2, "", "camera", qos_input_reliability="reliable",
+                         qos_input_depth=1000, queue_depth=1000, warn_throttle=1.0)
+    header = make_header(10**9, "camera_optical")
+    good = (make_pointcloud2(header, video.points[0]), make_image(header, video.images[0], "rgb8"),
+            make_camera_info(header, video.cameras[0]))
+    rng = np.random.default_rng(1)
+    with NodeHarness(rclpy_context, node) as h:
+        targets = h.subscribe(PointCloud2, "/distill_fuzz/distill_node/targets")
+        pub = SequencePublisher(h.helper, "/distill_fuzz/points", "/distill_fuzz/image", "/distill_fuzz/camera_info",
+                                reliability="reliable", depth=1000)
+        assert pub.wait_for_subscribers()
+        sent = {"cloud": 0, "image": 0, "camera_info": 0}
+        for _ in range(10):
+            for kind, msg in malformed_messages(rng, *good):
+                if kind != "cloud":
+                    {"image": pub.image, "camera_info": pub.camera_info}[kind].publish(msg)
+                    sent[kind] += 1
+        assert h.wait_for(lambda: node.stats.rejected == sent, 30.0), (node.stats.rejected, sent)
+        for i, stamp in enumerate((20 * 10**9 + video.stamps_ns).tolist()):  # still serving valid input
+            pub.publish_frame(stamp, video.points[i], "camera_optical", image=video.images[i],
+                              camera=video.cameras[i])
+        assert h.wait_for(lambda: node.stats.windows + node.stats.skipped_windows == FRAMES - T + 1
+                          and len(targets) == node.stats.windows, 20.0), node.stats
+    assert node.stats.paired_frames == FRAMES and node.stats.failed_windows == 0
+
+
+def test_the_last_window_before_a_bag_loop_is_not_lost(rclpy_context, tiny_dinov2, video):
+    """`ros2 bag play --loop --clock`: /clock jumps back while the pass's last cloud still waits
+    for its image. The cloud still gets its image and its window; the next pass starts afresh."""
+    from sensor_msgs.msg import PointCloud2
+
+    from cross4d_core.msgconv import stamp_to_ns
+    from cross4d_ros.messages import make_camera_info, make_header, make_image
+    from cross4d_ros.replay import SequencePublisher
+
+    node = _distill_node(rclpy_context, "/distill_loop", tiny_dinov2, "", "camera", use_sim_time=True,
+                         sync_wait=5.0, skip_stale_windows=False, qos_input_reliability="reliable",
+                         qos_input_depth=50, queue_depth=50)
+    stamps = (100 * 10**9 + video.stamps_ns).tolist()
+    with NodeHarness(rclpy_context, node) as h:
+        targets = h.subscribe(PointCloud2, "/distill_loop/distill_node/targets")
+        pub = SequencePublisher(h.helper, "/distill_loop/points", "/distill_loop/image", "/distill_loop/camera_info",
+                                reliability="reliable", depth=50, clock=True)
+        assert pub.wait_for_subscribers()
+        for i, stamp in enumerate(stamps[:-1]):
+            pub.publish_frame(stamp, video.points[i], "camera_optical", image=video.images[i], camera=video.cameras[i])
+            assert h.wait_for(lambda: node.stats.frames == i + 1), node.stats
+        last = FRAMES - 1
+        pub.publish_frame(stamps[last], video.points[last], "camera_optical")  # its image is recorded after it
+        assert h.wait_for(lambda: node.queue_sizes()["pending_clouds"] == 1 and node.stats.frames == last)
+        pub.publish_clock(stamps[0])  # the loop starts over before the image came through
+        assert h.wait_for(lambda: node.get_clock().now().nanoseconds == stamps[0])
+        header = make_header(stamps[last], "camera_optical")
+        pub.image.publish(make_image(header, video.images[last], "rgb8"))
+        pub.camera_info.publish(make_camera_info(header, video.cameras[last]))
+        for i, stamp in enumerate(stamps):  # the second pass
+            pub.publish_frame(stamp, video.points[i], "camera_optical", image=video.images[i], camera=video.cameras[i])
+        assert h.wait_for(lambda: len(targets) == 2 * (FRAMES - T + 1), 30.0), (len(targets), node.stats)
+    ends = [stamp_to_ns(m.header.stamp) for m in targets]
+    assert ends == stamps[T - 1:] + stamps[T - 1:]
+    assert node.stats.time_jumps == 1 and node.stats.paired_frames == 2 * FRAMES and node.stats.failed_windows == 0
+
+
+def test_stopping_distill_node_while_clouds_arrive_is_clean_and_records_every_window(rclpy_context, tiny_dinov2,
+                                                                                      video, tmp_path):
+    """SIGINT mid-stream: no `RCLError ... context is invalid`; the window in flight is published
+    and recorded, and the recording is flushed."""
+    import os
+    import sys
+
+    from sensor_msgs.msg import PointCloud2
+
+    from cross4d_core.targets import TargetCache
+
+    cache = tmp_path / "cache"
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "distill_node")
+    command = [sys.executable, script, "--ros-args", "-p", "cloud_topic:=points", "-p", f"teacher_model:={tiny_dinov2}",
+               "-p", f"window_length:={T}", "-p", f"num_points:={N}", "-p", f"d_p:={D_P}", "-p", f"record_dir:={cache}",
+               "-p", "record_every:=1", "-p", "shard_windows:=1000", "-p", "qos_input_reliability:=reliable",
+               "-p", "skip_stale_windows:=false", "-p", "queue_depth:=100", "-p", "qos_input_depth:=100"]
+    points = np.stack([p[:N] for p in video.points])
+    code, log, received = stop_while_streaming(rclpy_context, command, "/distill_stop", points, video.stamps_ns,
+                                               {"/distill_stop/distill_node/targets": PointCloud2})
+    assert code == 0, log[-3000:]
+    for bad in ("RCLError", "context is invalid", "Traceback", "failed"):
+        assert bad not in log, log[-3000:]
+    recorded = len(TargetCache(cache))
+    assert recorded >= len(received["/distill_stop/distill_node/targets"]) >= 1  # none lost in flight

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cross4d_ros.preprocess import FramePreprocessor, stamp_seed
+from cross4d_core.preprocess import FramePreprocessor, frame_rng
 
 pytest.importorskip("rclpy", reason="rclpy not installed: run `make setup`")
 
@@ -17,37 +17,48 @@ def _rigid(angle: float, t) -> np.ndarray:
     return m
 
 
-@given(n=st.integers(1, 300), num_points=st.integers(1, 200), seed=st.integers(0, 2**31 - 1))
-def test_preprocess_returns_exactly_n_points_from_the_cloud(n, num_points, seed):
-    rng = np.random.default_rng(seed)
+@given(n=st.integers(1, 300), num_points=st.integers(1, 200), stamp=st.integers(-2**62, 2**62))
+def test_preprocess_returns_exactly_n_points_from_the_cloud(n, num_points, stamp):
+    rng = np.random.default_rng(abs(stamp) % 2**32)
     pts = rng.normal(size=(n, 3)).astype(np.float32)
     transform = _rigid(0.3, [1.0, -2.0, 0.5])
-    out, index = FramePreprocessor(num_points, transform)(pts, seed=seed)
-    assert out.shape == (num_points, 3) and out.dtype == np.float32 and index.shape == (num_points,)
-    expected = pts[index].astype(np.float64) @ transform[:3, :3].T + transform[:3, 3]
-    np.testing.assert_allclose(out, expected, atol=1e-5)
-    unique = np.unique(index)
+    out = FramePreprocessor(num_points, transform)(pts, frame_rng(stamp))
+    assert out.points.shape == (num_points, 3) and out.points.dtype == np.float32 and out.index.shape == (num_points,)
+    expected = pts[out.index].astype(np.float64) @ transform[:3, :3].T + transform[:3, 3]
+    np.testing.assert_allclose(out.points, expected, atol=1e-5)
+    unique = np.unique(out.index)
     assert len(unique) == min(n, num_points)  # a subset when too many, every point when too few
-    np.testing.assert_array_equal(index[: len(unique)], np.sort(unique))  # unique prefix in input order
-    if n <= num_points:  # repeat-pad cycles through the cloud
-        np.testing.assert_array_equal(index, np.resize(np.arange(n), num_points))
+    assert len(np.unique(out.index[: len(unique)])) == len(unique)  # the distinct ones come first
+    if n < num_points:  # repeat-pad cycles through a permutation of the cloud
+        np.testing.assert_array_equal(out.index, np.resize(out.index[:n], num_points))
 
 
-def test_preprocess_is_deterministic_per_seed_and_crops_range():
+def test_preprocess_is_deterministic_per_stamp_and_crops_range():
     pts = np.array([[0.1, 0, 0], [1, 0, 0], [3, 0, 0], [np.nan, 0, 0], [0, 2, 0]], np.float32)
     prep = FramePreprocessor(4, np.eye(4), range_min=0.5, range_max=2.5)
-    out, index = prep(pts)
-    np.testing.assert_array_equal(index, [1, 4, 1, 4])
+    out = prep(pts, frame_rng(0))
+    assert sorted(out.index[:2].tolist()) == [1, 4] and out.index[2:].tolist() == out.index[:2].tolist()
     big = np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32)
-    a = FramePreprocessor(10, np.eye(4))(big, seed=stamp_seed(1.25))
-    b = FramePreprocessor(10, np.eye(4))(big, seed=stamp_seed(1.25))
-    np.testing.assert_array_equal(a[1], b[1])
+    a = FramePreprocessor(10, np.eye(4))(big, frame_rng(1_250_000_000))
+    b = FramePreprocessor(10, np.eye(4))(big, frame_rng(1_250_000_000))
+    c = FramePreprocessor(10, np.eye(4))(big, frame_rng(1_250_000_001))
+    np.testing.assert_array_equal(a.index, b.index)
+    assert not np.array_equal(a.index, c.index)
     with pytest.raises(ValueError, match="no points within range"):
-        prep(np.array([[10.0, 0, 0]], np.float32))
+        prep(np.array([[10.0, 0, 0]], np.float32), frame_rng(0))
     with pytest.raises(ValueError, match="range_min = 2.0 m is not below range_max = 1.0 m"):
         FramePreprocessor(4, np.eye(4), range_min=2.0, range_max=1.0)
     with pytest.raises(ValueError, match="num_points"):
         FramePreprocessor(0, np.eye(4))
+
+
+@given(value=st.floats(8192.5, 3e38), dtype=st.sampled_from([np.float32, np.float64]))
+def test_absurd_coordinates_are_refused_unless_cropped(value, dtype):
+    pts = np.array([[1.0, 2.0, 3.0], [value, -value, value], [0.5, 0.5, 0.5]], dtype)
+    with pytest.raises(ValueError, match=r"beyond 8192 m .*set range_max"):
+        FramePreprocessor(2, np.eye(4))(pts, frame_rng(0))
+    kept = FramePreprocessor(2, np.eye(4), range_max=100.0)(pts, frame_rng(0))  # the crop removes it
+    assert sorted(kept.index.tolist()) == [0, 2] and np.isfinite(kept.points).all()
 
 
 def test_preprocess_keeps_float64_until_the_transform_into_a_local_frame():
@@ -61,14 +72,13 @@ def test_preprocess_keeps_float64_until_the_transform_into_a_local_frame():
     local_from_utm = _rigid(0.4, [0, 0, 0]) @ _rigid(0.0, -origin)
     utm = (local - local_from_utm[:3, 3]) @ local_from_utm[:3, :3]  # inverse transform, float64
     prep = FramePreprocessor(600, local_from_utm, range_max=20.0)
-    out, index = prep(utm)
-    assert out.dtype == np.float32 and 0 in index and 1 not in index
-    np.testing.assert_allclose(out, local[index], atol=1e-5)  # float32 of local metres: < 0.01 mm off
-    cast_first, _ = prep(utm.astype(np.float32))  # what a float32 decode did: centimetres to decimetres off
-    assert np.abs(cast_first - local[index]).max() > 0.05
-    far = FramePreprocessor(4, _rigid(0.0, [3e38, 0, 0]))
-    with pytest.raises(ValueError, match="transformed points exceed the float32 range"):
-        far(np.array([[3e38, 0.0, 0.0]]))
+    out = prep(utm, frame_rng(0))
+    assert out.points.dtype == np.float32 and 0 in out.index and 1 not in out.index
+    np.testing.assert_allclose(out.points, local[out.index], atol=1e-5)  # float32 of local metres: < 0.01 mm off
+    cast_first = prep(utm.astype(np.float32), frame_rng(0))  # what a float32 decode did: centimetres off
+    assert np.abs(cast_first.points - local[cast_first.index]).max() > 0.05
+    with pytest.raises(ValueError, match="beyond 8192 m"):  # without the transform: UTM metres, refused
+        FramePreprocessor(4, np.eye(4))(utm, frame_rng(0))
 
 
 @pytest.mark.parametrize("name", ["gpu", "cuda:x", "mps"])
@@ -134,7 +144,7 @@ def test_frame_cache_equals_full_window_forward_and_reuses_old_frames():
     import torch
 
     from cross4d_core.models import Point4DConfig, Point4DEncoder
-    from cross4d_ros.frame_cache import FrameEncodingCache
+    from cross4d_core.frame_cache import FrameEncodingCache
 
     torch.manual_seed(0)
     encoder = Point4DEncoder(Point4DConfig.tiny()).eval()

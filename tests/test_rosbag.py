@@ -47,6 +47,10 @@ T_CAMLINK_OPTICAL = rigid([[0, 0, 1], [-1, 0, 0], [0, -1, 0]], [0, 0, 0])
 T_OPTICAL_FROM_LIDAR = np.linalg.inv(T_BASE_CAMLINK @ T_CAMLINK_OPTICAL) @ T_BASE_LIDAR
 
 
+def ns(stamp: float) -> int:
+    return int(round(stamp * 1e9))
+
+
 def header(stamp: float, frame_id: str):
     ns = int(round(stamp * 1e9))
     return M["std_msgs/msg/Header"](stamp=M["builtin_interfaces/msg/Time"](sec=ns // 10**9, nanosec=ns % 10**9),
@@ -123,7 +127,7 @@ def make_stream(rng, passes, period=0.1, skip_image=(), image_delay=0.004, recor
             messages.append(("/cam/image", stamp + 0.05 + 0.001,
                              image_msg(stamp + 0.05, np.zeros((12, 16, 3), np.uint8))))
             messages.append(("/cam/info", stamp + 0.05 + 0.001, info_msg(stamp + 0.05, 1.0)))
-            expected.append((stamp, points, image, camera if camera is not None else last_camera))
+            expected.append((ns(stamp), points, image, camera if camera is not None else last_camera))
     return messages, expected
 
 
@@ -131,7 +135,7 @@ def expected_windows(expected, length, stride):
     buffer = WindowBuffer(length, stride)
     windows = []
     for stamp, points, image, fx in expected:
-        w = buffer.push(Frame(stamp=stamp, points=points, frame_id="lidar", image=image, camera=fx))
+        w = buffer.push(Frame(stamp_ns=stamp, points=points, frame_id="lidar", image=image, camera=fx))
         if w is not None:
             windows.append(w)
     return windows, buffer
@@ -140,7 +144,7 @@ def expected_windows(expected, length, stride):
 def assert_same_windows(got, want):
     assert [(w.index, w.sequence) for w in got] == [(w.index, w.sequence) for w in want]
     for g, w in zip(got, want):
-        np.testing.assert_allclose(g.stamps, w.stamps, atol=1e-9)
+        np.testing.assert_array_equal(g.stamps_ns, w.stamps_ns)
         for gf, wf in zip(g.frames, w.frames):
             np.testing.assert_array_equal(gf.points, wf.points)
             assert gf.frame_id == "lidar"
@@ -187,7 +191,7 @@ def test_bare_mcap_file_and_explicit_extrinsic(tmp_path):
     mcap = tmp_path / "bag" / "bag.mcap"
     extrinsic = rigid(np.eye(3), [1.0, 2.0, 3.0])
     frames = list(iter_bag_frames(mcap, sync_tolerance=TOL, extrinsic=extrinsic))
-    assert [f.stamp for f in frames] == pytest.approx([e[0] for e in expected])
+    assert [f.stamp_ns for f in frames] == [e[0] for e in expected]
     for f in frames:
         np.testing.assert_array_equal(f.camera.T_cam_from_points, extrinsic)
     with pytest.raises(BagFormatError, match="no static transform chain from 'lidar' to 'cam_optical'"):
@@ -216,7 +220,7 @@ def test_ambiguous_topic_and_malformed_cloud(tmp_path):
     write_bag(tmp_path / "bad", "mcap", messages, tf=False)
     stats = BagStats()
     windows = list(iter_bag_windows(tmp_path / "bad", window_length=1, stats=stats))
-    assert [w.end for w in windows] == pytest.approx([1.0, 1.2])
+    assert [w.end_ns for w in windows] == [ns(1.0), ns(1.2)]
     assert stats.rejected["cloud"] == 2 and stats.clouds == 4
 
 
@@ -245,12 +249,15 @@ def test_synthetic_bag_round_trip_and_convert(tmp_path):
         T = f.camera.T_cam_from_points  # composed from /tf_static: camera_link -> optical frame
         back = f.points.astype(np.float64) @ T[:3, :3].T + T[:3, 3]
         np.testing.assert_allclose(back, v.points[t], atol=1e-5)
-        np.testing.assert_array_equal(f.image, v.rgb[t])
-        np.testing.assert_allclose(f.camera.K, v.camera.K)
+        np.testing.assert_array_equal(f.image, v.images[t])
+        np.testing.assert_allclose(f.camera.K, v.cameras[t].K)
+        assert f.camera.distortion_model == "plumb_bob" and not f.camera.D.any()  # an ideal pinhole, as drivers say
         assert f.frame_id == "camera_link"
-    stamps = np.array([f.stamp for f in frames])
-    np.testing.assert_allclose(stamps[:5], 50.0 + videos[0].stamps - videos[0].stamps[0], atol=1e-6)
-    assert stamps[5] == pytest.approx(stamps[4] + 1.0)
+    stamps = np.array([f.stamp_ns for f in frames])
+    np.testing.assert_array_equal(stamps[:5], ns(50.0) + videos[0].stamps_ns - videos[0].stamps_ns[0])
+    assert stamps[5] == stamps[4] + ns(1.0)  # integer nanoseconds: the gap is exact
+    assert [(r["start_ns"], r["end_ns"]) for r in summary["recorded"]] == [(stamps[0], stamps[4]),
+                                                                           (stamps[5], stamps[9])]
 
     out = tmp_path / "ds"
     result = convert_bag(tmp_path / "synth", out, window_length=4, stride=3, label=-1, progress=False,
@@ -320,3 +327,37 @@ def test_small_coordinates_are_stored_without_an_origin(tmp_path):
     rec = Dataset4D.open(tmp_path / "ds").video(0)
     assert rec.meta["meta"]["origin"] is None
     np.testing.assert_allclose(rec.frame(1), clouds[1], rtol=1e-7)
+
+
+def test_frame_gaps_restart_windows_and_foreign_frames_are_rejected(tmp_path):
+    """The bag reader cuts windows as the nodes do: a silence longer than max_frame_gap starts a
+    new window, a cloud in another frame than the stream's is rejected (counted)."""
+    pts = np.ones((4, 3), np.float32)
+    stamps = [1.0, 1.1, 1.2, 5.0, 5.1, 5.2]
+    messages = [("/p", t, cloud_msg(t, pts)) for t in stamps] + [("/p", 5.15, cloud_msg(5.15, pts, frame_id="map"))]
+    write_bag(tmp_path / "gap", "mcap", messages, tf=False)
+    stats = BagStats()
+    windows = list(iter_bag_windows(tmp_path / "gap", window_length=2, max_frame_gap=1.0, stats=stats))
+    assert [(w.start_ns, w.end_ns) for w in windows] == [(ns(1.0), ns(1.1)), (ns(1.1), ns(1.2)),
+                                                         (ns(5.0), ns(5.1)), (ns(5.1), ns(5.2))]
+    assert [w.sequence for w in windows] == [0, 0, 1, 1]
+    assert (stats.gaps, stats.resets, stats.rejected["cloud"], stats.windows) == (1, 0, 1, 4)
+    unlimited = list(iter_bag_windows(tmp_path / "gap", window_length=2, max_frame_gap=0.0))
+    assert len(unlimited) == 5 and unlimited[2].start_ns == ns(1.2)  # the window across the silence
+
+
+def test_replay_reads_bags_through_the_one_reader(tmp_path):
+    pytest.importorskip("rclpy", reason="rclpy not installed: run `make setup`")
+    from cross4d_ros.replay import read_bag_messages
+
+    pts = np.ones((4, 3), np.float32)
+    write_bag(tmp_path / "bag", "sqlite3", [("/p", 1.0, cloud_msg(1.25, pts)), ("/q", 1.1, cloud_msg(1.5, pts))],
+              tf=False)
+    got = list(read_bag_messages(tmp_path / "bag", {"/p": "cloud"}))
+    assert [(kind, stamp) for kind, stamp, _ in got] == [("cloud", ns(1.25))]
+    assert got[0][2] == TS.serialize_cdr(cloud_msg(1.25, pts), "sensor_msgs/msg/PointCloud2")
+    with pytest.raises(BagFormatError, match=r"bag: topic '/image' not in the bag"):
+        list(read_bag_messages(tmp_path / "bag", {"/p": "cloud", "/image": "image"}))
+    with pytest.raises(BagFormatError, match="topic '/q' has type sensor_msgs/msg/PointCloud2, expected "
+                                             "sensor_msgs/msg/Image"):
+        list(read_bag_messages(tmp_path / "bag", {"/q": "image"}))

@@ -38,8 +38,8 @@ def dinov2(tmp_path_factory):
 
 def _clips(n, T=4, N=50, seed=0):
     rng = np.random.default_rng(seed)
-    return [Clip(points=(rng.normal(size=(T, N, 3)) + [0, 0, 3]).astype(np.float32), stamps=np.arange(T) / 10.0,
-                 label=i % 3) for i in range(n)]
+    return [Clip(points=(rng.normal(size=(T, N, 3)) + [0, 0, 3]).astype(np.float32),
+                 stamps_ns=np.arange(T) * 100_000_000, label=i % 3) for i in range(n)]
 
 
 def test_random_projection_is_seeded_and_round_trips(tmp_path):

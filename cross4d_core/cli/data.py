@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from cross4d_core.errors import ConfigError
+from cross4d_core.windowing import DEFAULT_MAX_FRAME_GAP_S
 
 READER_FORMATS = ("msr", "ntu60", "hoi4d", "dt4d")
 
@@ -89,6 +90,8 @@ def register(subparsers) -> None:
     bag.add_argument("--image-topic", default="auto", help="'none' for no images")
     bag.add_argument("--camera-info-topic", default="auto", help="'none' for no camera info")
     bag.add_argument("--sync-tolerance", type=float, default=0.05, help="max |image - cloud| stamp difference (s)")
+    bag.add_argument("--max-frame-gap", type=float, default=DEFAULT_MAX_FRAME_GAP_S,
+                     help="a longer step between clouds (s) starts a new window (0 = never), as in the nodes")
     bag.add_argument("--quiet", action="store_true", help="no progress bar")
     bag.set_defaults(func=run_from_bag)
 
@@ -155,7 +158,7 @@ def run_from_bag(args: argparse.Namespace) -> int:
     summary = convert_bag(
         Path(args.bag), Path(args.out), label=args.label,
         label_names=[n for n in args.label_names.split(",") if n], split=args.split,
-        window_length=args.window, stride=args.stride, progress=not args.quiet,
+        window_length=args.window, stride=args.stride, max_frame_gap=args.max_frame_gap, progress=not args.quiet,
         cloud_topic=args.cloud_topic, image_topic=topic(args.image_topic),
         camera_info_topic=topic(args.camera_info_topic), sync_tolerance=args.sync_tolerance,
     )

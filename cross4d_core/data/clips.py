@@ -7,14 +7,18 @@ Clip semantics (``L = frames``, ``s = frame_step``, ``c = clip_stride``):
 - a video shorter than ``span`` is never dropped silently: with ``short_video="pad"`` it
   gives one clip from frame 0 whose missing frames repeat the last frame; with
   ``"report"`` it gives no clip. Either way it is listed in :attr:`ClipDataset.short_videos`;
-- each frame gets exactly ``N = num_points`` points: a random subset without replacement
-  when it has more, otherwise all its points repeated ``N // n`` times plus a random
-  ``N % n`` of them (never zeros, never invented points);
+- each frame gets exactly ``N = num_points`` points from
+  :func:`~cross4d_core.preprocess.sample_point_indices`, the sampler the ROS nodes use: a
+  random subset without replacement when it has more, otherwise a random permutation of
+  all its points repeated cyclically (never zeros, never invented points), in random order;
 - a frame with zero points is replaced by the nearest non-empty frame of the same video
   (the earlier one on a tie); these are counted in :attr:`ClipDataset.empty_frames`. A
   video with no points at all gives no clip and is listed in :attr:`ClipDataset.empty_videos`;
-- the random choices of clip ``i`` depend only on ``(seed, epoch, i)``
-  (:meth:`ClipDataset.set_epoch`), so results do not depend on worker order.
+- the points of a frame depend only on ``(seed, epoch, the frame's stamp)``
+  (:func:`~cross4d_core.preprocess.frame_rng`, :meth:`ClipDataset.set_epoch`): a frame is
+  sampled alike in every clip that holds it (as the nodes' per-frame cache sees it), results
+  do not depend on worker order, and with ``seed=0, epoch=0`` a clip's points are exactly
+  the model input a node computes from the same frames.
 """
 from __future__ import annotations
 
@@ -25,18 +29,10 @@ import numpy as np
 import torch
 
 from cross4d_core.data.format import Dataset4D, VideoRecord
+from cross4d_core.preprocess import frame_rng, sample_point_indices
 from cross4d_core.types import Clip
 
 SHORT_VIDEO_POLICIES = ("pad", "report")
-
-
-def sample_point_indices(n: int, num_points: int, rng: np.random.Generator) -> np.ndarray:
-    """``[num_points]`` indices into a frame of ``n > 0`` points: a subset without
-    replacement when ``n >= num_points``, else every point ``num_points // n`` times plus a
-    random ``num_points % n`` distinct ones."""
-    if n >= num_points:
-        return rng.choice(n, num_points, replace=False)
-    return np.concatenate([np.tile(np.arange(n), num_points // n), rng.choice(n, num_points % n, replace=False)])
 
 
 def nearest_nonempty(counts: np.ndarray) -> np.ndarray:
@@ -148,11 +144,16 @@ class ClipDataset(torch.utils.data.Dataset):
         """Clip ``i`` as (video, source frame index ``[T]``, flat point index ``[T, N]`` into
         the video's ``points`` / ``part`` / ``track`` arrays)."""
         video, frame_idx = self.frame_indices(i)
+        return video, frame_idx, self._point_indices(video, frame_idx)
+
+    def _point_indices(self, video: VideoRecord, frame_idx: np.ndarray) -> np.ndarray:
+        """``[F, N]`` flat point index of frames ``frame_idx``, each sampled from its own stamp."""
         offsets = np.asarray(video.offsets)
         counts = np.diff(offsets)
-        rng = np.random.default_rng([self.seed, self.epoch, i])
-        local = np.stack([sample_point_indices(int(counts[f]), self.num_points, rng) for f in frame_idx])
-        return video, frame_idx, offsets[frame_idx][:, None] + local
+        stamps = video.stamps_ns
+        local = np.stack([sample_point_indices(int(counts[f]), self.num_points,
+                                               frame_rng(int(stamps[f]), self.seed, self.epoch)) for f in frame_idx])
+        return offsets[frame_idx][:, None] + local
 
     def __getitem__(self, i: int) -> dict:
         video, frame_idx, flat = self.indices(i)
@@ -178,23 +179,19 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def video_frames(self, video_index: int, frame_idx: np.ndarray) -> Clip:
         """Source frames ``frame_idx [F]`` (non-empty) of dataset video ``video_index`` as one
-        :class:`Clip`. Frame ``f`` gets its ``num_points`` points from its own generator
-        ``(seed, video_index, f)``, so a frame holds the same points in every clip that uses it
-        (how the target cache stores each frame once per video)."""
+        :class:`Clip`, sampled as every clip samples them (from each frame's stamp), so a frame
+        holds the same points in every clip that uses it (how the target cache stores each frame
+        once per video)."""
         video = self.dataset.video(int(video_index))
-        offsets = np.asarray(video.offsets)
-        counts = np.diff(offsets)
-        local = np.stack([sample_point_indices(int(counts[f]), self.num_points,
-                                               np.random.default_rng([self.seed, int(video_index), int(f)]))
-                          for f in frame_idx])
-        return self._clip(video, np.asarray(frame_idx), offsets[frame_idx][:, None] + local)
+        frame_idx = np.asarray(frame_idx)
+        return self._clip(video, frame_idx, self._point_indices(video, frame_idx))
 
     def _clip(self, video: VideoRecord, frame_idx: np.ndarray, flat: np.ndarray) -> Clip:
         per_point = {name: np.asarray(video.array(name)[flat]).astype(np.int64)
                      for name in ("part", "track") if video.has(name)}
         return Clip(
             points=np.asarray(video.array("points")[flat]),
-            stamps=np.asarray(video.stamps[frame_idx]),
+            stamps_ns=video.stamps_ns[frame_idx],
             images=None if video.images is None else np.ascontiguousarray(video.images[frame_idx]),
             cameras=video.cameras(frame_idx),
             label=video.label if video.label >= 0 else None,

@@ -8,7 +8,7 @@ Layout (one directory per video; every array a plain ``.npy`` opened with
                                        subject, frames, points, empty frames)
     ROOT/videos/<id>/points.npy        [P, 3] float32 metres, all frames concatenated
     ROOT/videos/<id>/offsets.npy       [T + 1] int64: frame t is points[offsets[t]:offsets[t+1]]
-    ROOT/videos/<id>/stamps.npy        [T] float64 seconds
+    ROOT/videos/<id>/stamps.npy        [T] int64 nanoseconds (format version 1: float64 seconds)
     ROOT/videos/<id>/images.npy        [T, H, W, 3] uint8 RGB                 (optional)
     ROOT/videos/<id>/camera_K.npy      [T, 3, 3] float64 intrinsics           (with images)
     ROOT/videos/<id>/camera_D.npy      [T, nd] float64 distortion             (with images)
@@ -28,6 +28,10 @@ mismatch raises :class:`DatasetFormatError` naming the file.
 
 Frames with zero points are stored as they are and counted (``empty_frames``); the clip
 sampler replaces them (see :mod:`cross4d_core.data.clips`).
+
+Format versions: 2 stores stamps as int64 nanoseconds (the stamps of the frames, bit-exact
+from a ROS header); datasets of version 1 (float64 seconds) are still read, their stamps
+converted to the nearest nanosecond (:attr:`VideoRecord.stamps_ns`).
 """
 from __future__ import annotations
 
@@ -44,9 +48,13 @@ from cross4d_core.errors import DatasetFormatError
 from cross4d_core.fileio import atomic_directory, read_json, remove_temporaries, write_json_atomic
 from cross4d_core.geometry.camera import PinholeCamera
 from cross4d_core.manifests import DATASET_FORMAT
+from cross4d_core.msgconv.stamp import seconds_to_ns
+from cross4d_core.types import FrameSequence
 
 FORMAT_NAME = DATASET_FORMAT
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions :meth:`Dataset4D.open` reads (1: stamps in float64 seconds).
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 _VIDEO_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$")
 
@@ -143,7 +151,8 @@ class DatasetWriter:
         return len(self._videos)
 
     def add_video(self, video_id: str, frames, label: int | None, split: str, subject: int | None = None,
-                  stamps=None, images=None, cameras=None, part=None, track=None, meta: dict | None = None) -> dict:
+                  stamps_ns=None, images=None, cameras=None, part=None, track=None,
+                  meta: dict | None = None) -> dict:
         """Write one video atomically.
 
         Args:
@@ -152,7 +161,7 @@ class DatasetWriter:
             label: class index in ``[0, len(label_names))`` or -1 / None for unlabelled.
             split: split name (``"train"``, ``"test"``, ...).
             subject: optional performer / identity id.
-            stamps: ``[T]`` seconds (default: the frame index).
+            stamps_ns: ``[T]`` integer nanoseconds (default: the frame index, in seconds).
             images: optional ``[T, H, W, 3]`` uint8 RGB.
             cameras: a :class:`PinholeCamera` (all frames) or a list of T; required with images.
             part, track: optional per-point int labels (list of T ``[n_t]`` or ``[T, N]``).
@@ -191,10 +200,11 @@ class DatasetWriter:
             "points": np.concatenate(arrays) if offsets[-1] else np.zeros((0, 3), np.float32),
             "offsets": offsets,
         }
-        stamps = np.arange(T, dtype=np.float64) if stamps is None else np.asarray(stamps, np.float64).reshape(-1)
-        if stamps.shape != (T,) or not np.isfinite(stamps).all():
-            raise ValueError(f"add_video({video_id!r}): stamps must be {T} finite values, got shape {stamps.shape}")
-        files["stamps"] = stamps
+        stamps = seconds_to_ns(np.arange(T)) if stamps_ns is None else np.asarray(stamps_ns).reshape(-1)
+        if stamps.shape != (T,) or stamps.dtype.kind not in "iu":
+            raise ValueError(f"add_video({video_id!r}): stamps_ns must be {T} integer nanoseconds, got "
+                             f"{stamps.dtype}{list(stamps.shape)}")
+        files["stamps"] = stamps.astype(np.int64)
         camera_info = None
         if images is not None:
             images = np.asarray(images)
@@ -354,8 +364,10 @@ class VideoRecord:
         return self.array(name)[o[t]:o[t + 1]]
 
     @property
-    def stamps(self) -> np.ndarray:
-        return self.array("stamps")
+    def stamps_ns(self) -> np.ndarray:
+        """``[T]`` int64 frame stamps (a version 1 dataset's float64 seconds, to the nearest ns)."""
+        stamps = self.array("stamps")
+        return seconds_to_ns(stamps) if stamps.dtype.kind == "f" else np.asarray(stamps, dtype=np.int64)
 
     @property
     def images(self) -> np.ndarray | None:
@@ -369,6 +381,12 @@ class VideoRecord:
         c = self.meta["camera"]
         return [PinholeCamera(K=K[t], width=c["width"], height=c["height"], distortion_model=c["distortion_model"],
                               D=D[t], T_cam_from_points=T[t]) for t in idx]
+
+    def sequence(self) -> FrameSequence:
+        """The whole video as a :class:`FrameSequence` (points are memory-mapped views)."""
+        return FrameSequence(points=[self.frame(t) for t in range(self.num_frames)], stamps_ns=self.stamps_ns,
+                             images=self.images, cameras=self.cameras(),
+                             label=self.label if self.label >= 0 else None)
 
 
 def check_file(path: Path, spec: dict, level: str = "size") -> None:
@@ -414,9 +432,9 @@ class Dataset4D:
         manifest = _read_json(path)
         if manifest.get("format") != FORMAT_NAME:
             raise DatasetFormatError(path, f"not a {FORMAT_NAME} manifest (format={manifest.get('format')!r})")
-        if manifest.get("version") != FORMAT_VERSION:
+        if manifest.get("version") not in READABLE_VERSIONS:
             raise DatasetFormatError(path, f"format version {manifest.get('version')!r}, this code reads "
-                                           f"{FORMAT_VERSION}")
+                                           f"{list(READABLE_VERSIONS)}")
         if not manifest.get("complete") and not allow_incomplete:
             raise DatasetFormatError(path, "dataset is incomplete (its writer did not finish); rerun the "
                                            "conversion to resume it, or open with allow_incomplete=True")

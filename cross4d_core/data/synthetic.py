@@ -39,6 +39,9 @@ from pathlib import Path
 import numpy as np
 
 from cross4d_core.geometry.camera import PinholeCamera
+from cross4d_core.msgconv.stamp import seconds_to_ns
+from cross4d_core.preprocess import sample_point_indices
+from cross4d_core.types import FrameSequence
 
 #: Action classes (label = index). Confusable on purpose: three mirrored left / right pairs
 #: (told apart only by which side of the body moves, while the subject may face any way),
@@ -82,7 +85,7 @@ class SyntheticConfig:
     Attributes:
         width, height: depth / RGB image size in pixels (Kinect v1 at 320x240 by default).
         focal: focal length in pixels (square pixels, principal point at the image centre).
-        fps: frame rate (Hz); stamps are ``t / fps`` seconds.
+        fps: frame rate (Hz); frame ``t`` is stamped ``t / fps`` seconds.
         noise: scale of the depth noise (0 = noise-free depth, no dropout).
         dropout: maximum fraction of valid depth pixels dropped per frame.
         facing_deg: the subject faces the camera turned by up to +-this (180: any direction,
@@ -123,36 +126,31 @@ class Subject:
     palette: np.ndarray  # [4, 3]: skin, shirt, pants, shoes
 
 
-@dataclass
-class SyntheticVideo:
+@dataclass(kw_only=True)
+class SyntheticVideo(FrameSequence):
     """One rendered video (see the module docstring for conventions).
 
-    Attributes:
+    Attributes (beyond :class:`~cross4d_core.types.FrameSequence`):
+        points: list of T ``[n_t, 3]`` float32 arrays (camera optical frame, metres).
+        stamps_ns: ``[T]`` int64, ``t / fps`` seconds in nanoseconds.
+        images: ``[T, H, W, 3]`` uint8 RGB, pixel-aligned with ``depth``.
+        cameras: the (fixed) depth / RGB camera, once per frame.
         depth: ``[T, H, W]`` float32 metres, 0 where there is no return.
-        rgb: ``[T, H, W, 3]`` uint8.
         part_image: ``[T, H, W]`` int16 part index per pixel, -1 for background / dropped.
         track_image: ``[T, H, W]`` int32 track id per pixel, -1 for background / dropped.
-        points: list of T ``[n_t, 3]`` float32 arrays (camera optical frame, metres).
         pixels: list of T ``[n_t, 2]`` int64 ``(u, v)`` pixel of each point.
         part, track: lists of T ``[n_t]`` int64 arrays.
-        camera: the (fixed) depth / RGB camera.
         cam_from_part: ``[T, P, 4, 4]`` float64 pose of every part in the camera frame.
-        stamps: ``[T]`` float64 seconds.
         label: action index; subject: subject id; meta: sampled variation parameters.
     """
 
     depth: np.ndarray
-    rgb: np.ndarray
     part_image: np.ndarray
     track_image: np.ndarray
-    points: list[np.ndarray]
     pixels: list[np.ndarray]
     part: list[np.ndarray]
     track: list[np.ndarray]
-    camera: PinholeCamera
     cam_from_part: np.ndarray
-    stamps: np.ndarray
-    label: int
     subject: int
     meta: dict = field(default_factory=dict)
 
@@ -546,10 +544,10 @@ def render_video(subject: Subject, action: int, rng: np.random.Generator, frames
     pts = (rays[vk, uk] * zk[:, None]).astype(np.float32)
     splits = np.cumsum(np.bincount(tk, minlength=frames))[:-1]
     return SyntheticVideo(
-        depth=depth_out, rgb=rgb, part_image=part_out, track_image=track_out,
+        depth=depth_out, images=rgb, part_image=part_out, track_image=track_out,
         points=np.split(pts, splits), pixels=np.split(np.stack([uk, vk], 1), splits),
         part=np.split(pk[keep], splits), track=np.split(track_ids[keep], splits),
-        camera=cam, cam_from_part=cam_from_part[:, :body], stamps=t.astype(np.float64), label=int(action),
+        cameras=[cam] * frames, cam_from_part=cam_from_part[:, :body], stamps_ns=seconds_to_ns(t), label=int(action),
         subject=int(subject.subject_id),
         meta={"speed": speed, "amplitude": amp, "phase": phase0, "facing": float(facing),
               "azimuth": float(azimuth), "distance": distance, "camera_height": cam_height, "noise": noise,
@@ -610,11 +608,11 @@ def generate_synthetic_dataset(out_root: str | Path, num_subjects: int = 8, vide
             points, part, track = video.points, video.part, video.track
             if max_points is not None:
                 rng = np.random.default_rng([seed, s, a, r, 1])
-                keep = [np.sort(rng.choice(len(p), max_points, replace=False)) if len(p) > max_points
-                        else np.arange(len(p)) for p in points]
+                keep = [np.sort(sample_point_indices(len(p), min(len(p), max_points), rng)) if len(p) else
+                        np.zeros(0, np.int64) for p in points]
                 points, part, track = ([x[k] for x, k in zip(xs, keep)] for xs in (points, part, track))
             writer.add_video(vid, points, label=a, split=subject_split(s, num_subjects), subject=s,
-                             stamps=video.stamps, images=video.rgb if with_images else None,
-                             cameras=video.camera if with_images else None, part=part, track=track,
+                             stamps_ns=video.stamps_ns, images=video.images if with_images else None,
+                             cameras=video.cameras if with_images else None, part=part, track=track,
                              meta=video.meta)
         return writer.summary()

@@ -134,7 +134,7 @@ def pointcloud2_to_xyz(msg, remove_nans: bool = True) -> np.ndarray:
     (FLOAT32, INT8/16, UINT8/16: the fast path of LiDAR and depth-camera drivers), and
     float64 otherwise (FLOAT64, INT32, UINT32), so clouds in large coordinates (UTM
     x ~ 5e5, y ~ 5.4e6 m) keep their millimetres until the caller has moved them into a
-    local frame (:class:`cross4d_ros.preprocess.FramePreprocessor`). Big-endian data is
+    local frame (:class:`cross4d_core.preprocess.FramePreprocessor`). Big-endian data is
     converted on the fly (no separate byteswap pass). Organized clouds are flattened
     row-major.
 

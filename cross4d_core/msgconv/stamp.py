@@ -1,29 +1,49 @@
-"""builtin_interfaces/Time <-> float seconds, duck-typed (``sec``/``nanosec``, or ROS 1 ``secs``/``nsecs``).
+"""Time stamps: integer nanoseconds everywhere, and the one place they are converted.
 
-A float64 holds today's epoch times to about 0.2 microseconds, so a round trip through
-float seconds may move a stamp by a few hundred nanoseconds; compare stamps as
-``(sec, nanosec)`` where exact equality matters.
+cross4d keys frames, windows, datasets and messages on ``int`` nanoseconds since the
+epoch (``sec * 10**9 + nanosec`` of a ``builtin_interfaces/Time``), so a stamp survives
+every hop bit-exactly: header -> frame -> window -> output header, and header -> dataset
+(``stamps.npy`` is int64 nanoseconds) -> training. Seconds appear only at the edges:
+parameters and dataset readers that count frames at a frame rate (:func:`seconds_to_ns`)
+and log lines (:func:`ns_to_seconds`).
 """
 from __future__ import annotations
 
-import math
+import numbers
+
+import numpy as np
+
+NS_PER_S = 1_000_000_000
 
 
-def stamp_to_seconds(stamp) -> float:
-    """``stamp.sec + stamp.nanosec * 1e-9`` as a float (seconds)."""
+def stamp_to_ns(stamp) -> int:
+    """A ``builtin_interfaces/Time`` (``sec``/``nanosec``; ROS 1 ``secs``/``nsecs``), duck-typed -> ns."""
     sec = getattr(stamp, "sec", None)
     if sec is None:
-        return stamp.secs + stamp.nsecs * 1e-9
-    return sec + stamp.nanosec * 1e-9
+        return int(stamp.secs) * NS_PER_S + int(stamp.nsecs)
+    return int(sec) * NS_PER_S + int(stamp.nanosec)
 
 
-def seconds_to_stamp_parts(seconds: float) -> tuple[int, int]:
-    """Float seconds -> ``(sec, nanosec)`` with ``0 <= nanosec < 1e9`` (rounded to the
-    nearest nanosecond; negative times have a negative ``sec``)."""
-    if not math.isfinite(seconds):
+def ns_to_stamp_parts(ns: int) -> tuple[int, int]:
+    """Integer nanoseconds -> ``(sec, nanosec)`` with ``0 <= nanosec < 10**9`` (negative times
+    have a negative ``sec``). Floats are refused: a stamp in float seconds is a unit error."""
+    if not isinstance(ns, numbers.Integral) or isinstance(ns, bool):
+        raise TypeError(f"stamps are integer nanoseconds, got {type(ns).__name__} {ns!r} "
+                        "(convert seconds with seconds_to_ns)")
+    sec, nanosec = divmod(int(ns), NS_PER_S)
+    return sec, nanosec
+
+
+def seconds_to_ns(seconds):
+    """Seconds (a number or an array) -> integer nanoseconds (``int`` or int64 array),
+    rounded to the nearest nanosecond. Raises ValueError for NaN / Inf."""
+    values = np.asarray(seconds, dtype=np.float64)
+    if not np.isfinite(values).all():
         raise ValueError(f"stamp seconds must be finite, got {seconds}")
-    sec = math.floor(seconds)
-    nanosec = round((seconds - sec) * 1e9)
-    if nanosec >= 1_000_000_000:
-        sec, nanosec = sec + 1, nanosec - 1_000_000_000
-    return int(sec), int(nanosec)
+    ns = np.rint(values * NS_PER_S).astype(np.int64)
+    return int(ns) if ns.ndim == 0 else ns
+
+
+def ns_to_seconds(ns):
+    """Nanoseconds (an int or an array) -> float seconds, for display and arithmetic on durations."""
+    return np.asarray(ns, dtype=np.int64) / NS_PER_S if np.ndim(ns) else int(ns) / NS_PER_S

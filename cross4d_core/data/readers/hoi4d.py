@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from cross4d_core.data.readers.common import ConversionSummary, SourceFormatError, convert_items
+from cross4d_core.msgconv.stamp import seconds_to_ns
 
 FPS = 15.0
 #: release -> (label dataset, number of label values, manifest source)
@@ -217,7 +218,7 @@ def convert(src: Path, out: Path, progress: bool = True, subtract_center: bool =
                     if kind == "action" and labels is not None:
                         meta["frame_labels"] = labels.tolist()
                     writer.add_video(video_id, points, label=-1, split=f.split,
-                                     stamps=np.arange(len(points)) / FPS, meta=meta,
+                                     stamps_ns=seconds_to_ns(np.arange(len(points)) / FPS), meta=meta,
                                      part=labels if kind == "semantic" else None)
                     return len(points)
 

@@ -24,6 +24,7 @@ from cross4d_core.data.readers.common import (
     load_object_frames,
 )
 from cross4d_core.geometry.projection import MSR_NTU_FOCAL
+from cross4d_core.msgconv.stamp import seconds_to_ns
 
 ACTION_NAMES = (
     "high arm wave", "horizontal arm wave", "hammer", "hand catch", "forward punch",
@@ -108,7 +109,7 @@ def convert(src: Path, out: Path, progress: bool = True) -> dict:
         frames = read_legacy_npz(path) if legacy else bin_to_frames(path)
         writer.add_video(
             video_id, frames, label=action - 1, split="train" if subject in TRAIN_SUBJECTS else "test",
-            subject=subject, stamps=np.arange(len(frames)) / FPS, meta={"file": path.name},
+            subject=subject, stamps_ns=seconds_to_ns(np.arange(len(frames)) / FPS), meta={"file": path.name},
         )
         return len(frames)
 

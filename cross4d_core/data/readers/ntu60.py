@@ -36,6 +36,7 @@ from cross4d_core.data.readers.common import (
     load_object_frames,
 )
 from cross4d_core.geometry.projection import MSR_NTU_FOCAL
+from cross4d_core.msgconv.stamp import seconds_to_ns
 
 #: Masked depth maps are 512 x 424, so the centred principal point is (256, 212).
 DEPTH_SIZE = (424, 512)
@@ -188,16 +189,16 @@ def convert(src: Path, out: Path, progress: bool = True, protocol: str = "xsub")
         meta = {**ids, "file": path.name}
         if legacy:
             frames = read_legacy_npz(path)
-            stamps = np.arange(len(frames)) / FPS
+            stamps = seconds_to_ns(np.arange(len(frames)) / FPS)
         else:
             frames, numbers = pngs_to_frames(path)
-            stamps = (numbers - numbers[0]) / FPS
+            stamps = seconds_to_ns((numbers - numbers[0]) / FPS)
             meta["frame_numbers"] = [int(numbers[0]), int(numbers[-1])]
             meta["missing_frames"] = missing_numbers(numbers)
             if meta["missing_frames"]:
                 gaps[video_id] = meta["missing_frames"]
         writer.add_video(video_id, frames, label=ids["action"] - 1, split=split_of(ids, protocol),
-                         subject=ids["performer"], stamps=stamps, meta=meta)
+                         subject=ids["performer"], stamps_ns=stamps, meta=meta)
         return len(frames)
 
     with DatasetWriter(out, source="ntu-rgbd-60", label_names=list(ACTION_NAMES), units="m",

@@ -1,4 +1,5 @@
-"""Per-frame encoder cache: overlapping windows reuse the frame tokens of frames seen before.
+"""Per-frame encoder cache of streaming inference: overlapping windows reuse the frame
+tokens of frames seen before.
 
 ``encoder.encode_frames`` is strictly per-frame, so the tokens of a frame do not depend
 on its position in the window; only the frames new since the last window are encoded,
@@ -15,7 +16,7 @@ from cross4d_core.models import FrameTokens, Point4DEncoder, Point4DOutput
 
 
 class FrameEncodingCache:
-    """Encodes windows with an LRU cache of per-frame tokens keyed by frame stamp.
+    """Encodes windows with an LRU cache of per-frame tokens keyed by frame (e.g. ``(sequence, stamp_ns)``).
 
     Args:
         encoder: a ``Point4DEncoder`` (``encode_frames`` / ``encode_window``).
@@ -37,7 +38,7 @@ class FrameEncodingCache:
 
     @torch.no_grad()
     def encode(self, keys: Sequence[Hashable], points: torch.Tensor) -> Point4DOutput:
-        """``keys`` (T frame stamps) and ``points [T, N, 3]`` -> the encoder's window output (B = 1)."""
+        """``keys`` (T frame keys) and ``points [T, N, 3]`` -> the encoder's window output (B = 1)."""
         missing = [t for t, k in enumerate(keys) if k not in self._tokens]
         if missing:
             fresh = self.encoder.encode_frames(points[missing].unsqueeze(0))
