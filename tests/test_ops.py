@@ -7,7 +7,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cross4d_core.ops import ball_query, farthest_point_sample, gather_points, interpolate_features, knn
+import cross4d_core.ops.points as points_module
+from cross4d_core.ops import (ball_query, farthest_point_sample, gather_points, interpolate_features, items_per_chunk,
+                             knn)
 
 
 @st.composite
@@ -39,6 +41,16 @@ def test_farthest_point_sample_matches_brute_force(clouds, data):
     assert got.shape == (clouds.shape[0], m) and got.dtype == torch.long
     for s in range(clouds.shape[0]):
         assert got[s].tolist() == brute_fps(clouds[s].numpy().astype(np.float64), m)
+
+
+def test_farthest_point_sample_large_sets_with_ties_match_brute_force():
+    """Sets long enough for the vectorised reductions' inner loops, with many tied distances:
+    the first maximum still wins."""
+    rng = np.random.default_rng(5)
+    clouds = torch.from_numpy(rng.integers(-2, 3, size=(3, 700, 3)).astype(np.float32) * 0.5)
+    got = farthest_point_sample(clouds, 40)
+    for s in range(3):
+        assert got[s].tolist() == brute_fps(clouds[s].numpy().astype(np.float64), 40)
 
 
 def test_farthest_point_sample_batched_leading_dims_and_spread():
@@ -95,6 +107,22 @@ def test_ball_query_matches_brute_force(clouds, data):
                 dist = lambda js: [float(((pts[s][j] - centres[s, c].numpy()) ** 2).sum()) for j in js]
                 assert dist(row) == dist(expected)
                 assert set(row) <= set(expected) | {j for j in range(len(pts[s])) if dist([j])[0] < r2}
+
+
+@pytest.mark.parametrize("mode", ["first", "nearest"])
+def test_ball_query_in_chunks_equals_one_piece(mode, monkeypatch):
+    """CPU chunking over point sets (one set per chunk here) changes nothing."""
+    torch.manual_seed(6)
+    points, centres = torch.rand(2, 5, 300, 3), torch.rand(2, 5, 40, 3)
+    whole = ball_query(points, centres, 0.2, 8, mode=mode)
+    monkeypatch.setattr(points_module, "items_per_chunk", lambda device, n, cpu_elements=0: 1)
+    assert torch.equal(ball_query(points, centres, 0.2, 8, mode=mode), whole)
+
+
+def test_items_per_chunk_fits_the_cpu_budget_and_takes_everything_elsewhere():
+    assert items_per_chunk(torch.device("cpu"), 1000, cpu_elements=10_000) == 10
+    assert items_per_chunk(torch.device("cpu"), 10**9) == 1
+    assert items_per_chunk(torch.device("meta"), 1000) >= 2**60
 
 
 def test_ball_query_pads_by_repeating_and_never_zero():
