@@ -1,10 +1,14 @@
-"""POINT4D encoder: shapes, size of the paper config, determinism, frame locality, save/load."""
+"""POINT4D encoder: shapes, size of the paper config, determinism, frame locality, save/load,
+and the fused set abstraction against its per-neighbour definition."""
 
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
+import cross4d_core.models.point4d as point4d
 from cross4d_core.models import FrameTokens, Point4DConfig, Point4DEncoder, count_flops, count_parameters
 from cross4d_core.ops import gather_points
 
@@ -36,11 +40,67 @@ def test_output_shapes_and_token_centres_are_input_points():
 
 
 def test_paper_config_size_and_flops():
-    encoder = Point4DEncoder(Point4DConfig()).eval()
-    assert 3.2e6 <= count_parameters(encoder) <= 3.4e6
+    """The paper's 11.5 GFLOPs counts the per-neighbour definition; the fused path runs fewer."""
+    encoder = Point4DEncoder(Point4DConfig(sa_implementation="eager")).eval()
+    fused = Point4DEncoder(Point4DConfig()).eval()
+    assert 3.2e6 <= count_parameters(encoder) == count_parameters(fused) <= 3.4e6
+    points = torch.rand(1, 24, 2048, 3)
     with torch.no_grad():
-        flops = count_flops(encoder, torch.rand(1, 24, 2048, 3))
+        flops = count_flops(encoder, points)
+        fused_flops = count_flops(fused, points)
     assert 10.5e9 <= flops <= 12.5e9
+    # first SA layers: per neighbour (eager) vs per point + per centre (fused), 2 FLOPs per MAC
+    per_neighbour = 24 * (128 * 32 * 3 * 64 + 32 * 16 * 131 * 128)
+    per_point_and_centre = 24 * ((2048 + 128) * 3 * 64 + 128 * 131 * 128 + 32 * 3 * 128)
+    assert flops - fused_flops == 2 * (per_neighbour - per_point_and_centre)
+
+
+def _eager_twin(encoder: Point4DEncoder) -> Point4DEncoder:
+    twin = Point4DEncoder(Point4DConfig.from_dict({**encoder.config.to_dict(), "sa_implementation": "eager"}))
+    twin.load_state_dict(encoder.state_dict())
+    return twin.train(encoder.training)
+
+
+@settings(max_examples=15)
+@given(seed=st.integers(0, 2**16), grouping=st.sampled_from(["first", "nearest"]),
+       scale=st.sampled_from([0.3, 1.0, 20.0]), offset=st.sampled_from([0.0, 50.0]),
+       chunk=st.sampled_from([1, 7, 2**19]), layers=st.sampled_from([(16,), (16, 32), (8, 16, 24)]))
+def test_fused_set_abstraction_equals_per_neighbour_definition(seed, grouping, scale, offset, chunk, layers,
+                                                               monkeypatch_module):
+    """Same outputs and gradients: clouds near and far from the origin, small and large against
+    the radii, chunks of one centre, of an odd size, and all at once."""
+    monkeypatch_module.setattr(point4d, "items_per_chunk", lambda device, n, cpu_elements=0: chunk)
+    torch.manual_seed(seed)
+    fused = Point4DEncoder(Point4DConfig.tiny(grouping=grouping, sa1_channels=layers, sa2_channels=layers))
+    eager = _eager_twin(fused)
+    points = clip(seed, batch=1, frames=2) * scale + offset
+    with torch.no_grad():
+        torch.testing.assert_close(fused(points).token_features, eager(points).token_features,
+                                   rtol=1e-4, atol=1e-4)
+    grads = []
+    for model in (fused, eager):
+        model.zero_grad()
+        model(points).token_features.square().mean().backward()
+        grads.append({name: p.grad for name, p in model.named_parameters()})
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grad, grads[1][name], rtol=1e-3, atol=1e-5, msg=name)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_fused_and_eager_share_parameters_and_old_configs_load():
+    """Checkpoints stay loadable: same parameter names and shapes, and a config saved before
+    ``sa_implementation`` existed builds the fused model."""
+    fused, eager = tiny_encoder(), Point4DEncoder(Point4DConfig.tiny(sa_implementation="eager"))
+    assert {k: v.shape for k, v in fused.state_dict().items()} == {k: v.shape for k, v in eager.state_dict().items()}
+    old = {k: v for k, v in Point4DConfig.tiny().to_dict().items() if k != "sa_implementation"}
+    assert Point4DConfig.from_dict(old).sa_implementation == "fused"
+    with pytest.raises(ValueError, match="sa_implementation"):
+        Point4DConfig.tiny(sa_implementation="compiled")
 
 
 def test_count_flops_counts_linear_and_cpu_attention():

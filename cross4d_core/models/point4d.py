@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cross4d_core.ops import ball_query, farthest_point_sample, gather_points, interpolate_features
+from cross4d_core.ops import ball_query, farthest_point_sample, gather_points, interpolate_features, items_per_chunk
 
 MODEL_TYPE = "point4d"
 
@@ -45,6 +45,9 @@ class Point4DConfig:
         point_feature_neighbours: tokens interpolated per input point in
             :meth:`Point4DEncoder.point_features` (1 = nearest token, 3 = 3-NN).
         layer_norm_eps: epsilon of all LayerNorms.
+        sa_implementation: how set abstraction is computed, not what: ``"fused"`` (first MLP
+            layer per point, cache-sized chunks) or ``"eager"`` (the per-neighbour definition;
+            the reference in tests and what the FLOP count of the paper-size model counts).
     """
 
     num_frames: int = 24
@@ -66,6 +69,7 @@ class Point4DConfig:
     time_scale: float = 0.1
     point_feature_neighbours: int = 1
     layer_norm_eps: float = 1e-6
+    sa_implementation: str = "fused"
 
     def __post_init__(self) -> None:
         self.sa1_channels = tuple(int(c) for c in self.sa1_channels)
@@ -92,6 +96,9 @@ class Point4DConfig:
                              f"num_heads ({self.num_heads})")
         if self.grouping not in ("first", "nearest"):
             raise ValueError(f"Point4DConfig.grouping must be 'first' or 'nearest', got {self.grouping!r}")
+        if self.sa_implementation not in ("fused", "eager"):
+            raise ValueError(f"Point4DConfig.sa_implementation must be 'fused' or 'eager', "
+                             f"got {self.sa_implementation!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"Point4DConfig.dropout must be in [0, 1), got {self.dropout!r}")
 
@@ -171,14 +178,23 @@ class Point4DOutput:
 
 
 class SetAbstraction(nn.Module):
-    """One PointNet++ set-abstraction level: group around centres, shared MLP, max-pool."""
+    """One PointNet++ set-abstraction level: group around centres, shared MLP, max-pool.
+
+    The MLP's first layer acts on ``[(p - c) / r, f(p)]`` for each neighbour ``p`` of centre
+    ``c``. ``implementation="fused"`` computes the same function as the per-neighbour
+    definition (``"eager"``) with less work: a linear map of ``(p - c) / r`` is the per-point
+    map minus the centre's, so the first layer runs once per point and once per centre
+    instead of once per (centre, neighbour); the per-neighbour rest of the MLP runs in chunks
+    that stay in cache on CPU, with in-place activations when no gradient is recorded.
+    """
 
     def __init__(self, in_channels: int, channels: tuple[int, ...], radius: float, neighbours: int,
-                 grouping: str, eps: float) -> None:
+                 grouping: str, eps: float, implementation: str = "fused") -> None:
         super().__init__()
         self.radius = radius
         self.neighbours = neighbours
         self.grouping = grouping
+        self.implementation = implementation
         layers: list[nn.Module] = []
         width = in_channels + 3
         for out in channels:
@@ -189,10 +205,51 @@ class SetAbstraction(nn.Module):
     def forward(self, points: torch.Tensor, features: torch.Tensor | None, centres: torch.Tensor) -> torch.Tensor:
         """``points [P, N, 3]``, ``features [P, N, C] | None``, ``centres [P, M, 3]`` -> ``[P, M, C_out]``."""
         index = ball_query(points, centres, self.radius, self.neighbours, mode=self.grouping)
+        if self.implementation == "eager":
+            return self._forward_eager(points, features, centres, index)
+        return self._forward_fused(points, features, centres, index)
+
+    def _forward_eager(self, points, features, centres, index) -> torch.Tensor:
+        """The definition: the whole MLP on every grouped neighbour ``[P, M, k, 3 + C]``."""
         offsets = (gather_points(points, index) - centres[:, :, None]) / self.radius
         grouped = offsets if features is None else torch.cat(
             [offsets.to(features.dtype), gather_points(features, index)], dim=-1)
         return self.mlp(grouped).amax(dim=-2)
+
+    def _forward_fused(self, points, features, centres, index) -> torch.Tensor:
+        sets, n, _ = points.shape
+        m, k = index.shape[1:]
+        first = self.mlp[0]
+        # Points and centres are taken relative to each set's first centre: the two maps then
+        # have the magnitude of the set's extent, not of its distance from the origin, which
+        # keeps the cancellation in their difference small.
+        origin = centres[:, :1]
+        w_xyz = first.weight[:, :3] / self.radius
+        per_point = F.linear(points - origin, w_xyz, first.bias)
+        if features is not None:
+            per_point = per_point + F.linear(features, first.weight[:, 3:])
+        per_point = per_point.reshape(sets * n, -1)
+        per_centre = F.linear(centres - origin, w_xyz).reshape(sets * m, -1)
+        rows = (index + torch.arange(0, sets * n, n, device=index.device)[:, None, None]).reshape(sets * m, k)
+        widest = max(layer.out_features for layer in self.mlp if isinstance(layer, nn.Linear))
+        step = items_per_chunk(points.device, k * widest, cpu_elements=2**19)
+        parts = []
+        for s in range(0, sets * m, step):
+            chunk = rows[s : s + step]
+            x = per_point.index_select(0, chunk.reshape(-1)).view(*chunk.shape, -1)
+            parts.append(self._rest_of_mlp(x.sub_(per_centre[s : s + step, None])).amax(dim=-2))
+        out = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return out.reshape(sets, m, -1)
+
+    def _rest_of_mlp(self, x: torch.Tensor) -> torch.Tensor:
+        """``self.mlp`` after its first linear layer, on ``x [..., C]``."""
+        inplace = not torch.is_grad_enabled()
+        for layer in self.mlp[1:]:
+            if inplace and isinstance(layer, nn.GELU):
+                x = torch.ops.aten.gelu_(x, approximate=layer.approximate)
+            else:
+                x = layer(x)
+        return x
 
 
 class TransformerBlock(nn.Module):
@@ -227,9 +284,9 @@ class Point4DEncoder(nn.Module):
         self.config = config = config or Point4DConfig()
         eps = config.layer_norm_eps
         self.sa1 = SetAbstraction(0, config.sa1_channels, config.sa1_radius, config.sa1_neighbours,
-                                  config.grouping, eps)
+                                  config.grouping, eps, config.sa_implementation)
         self.sa2 = SetAbstraction(config.sa1_channels[-1], config.sa2_channels, config.sa2_radius,
-                                  config.sa2_neighbours, config.grouping, eps)
+                                  config.sa2_neighbours, config.grouping, eps, config.sa_implementation)
         width = config.hidden_size
         self.token_proj = (nn.Identity() if config.sa2_channels[-1] == width
                            else nn.Linear(config.sa2_channels[-1], width))
