@@ -215,9 +215,11 @@ def render_clip(
         patch_index = torch.where(first_sight, view_patch, patch_index)
         visible |= first_sight
         images.append(_shade(zbuf, proj))
-        point_ids.append(zbuf.point_id.long())
+        point_ids.append(zbuf.point_id)
     corr = Correspondence(slot=slot.contiguous(), patch=patch_index, visible=visible, grid_size=transform.grid_size)
-    return RenderOutput(torch.cat(images), torch.cat(point_ids), corr, list(cameras))
+    one = len(cameras) == 1  # no copy of the only camera's images
+    return RenderOutput(images[0] if one else torch.cat(images), point_ids[0] if one else torch.cat(point_ids),
+                        corr, list(cameras))
 
 
 def _shade(zbuf: ZBuffer, proj) -> torch.Tensor:
