@@ -86,6 +86,29 @@ def test_fused_set_abstraction_equals_per_neighbour_definition(seed, grouping, s
         torch.testing.assert_close(grad, grads[1][name], rtol=1e-3, atol=1e-5, msg=name)
 
 
+def test_fused_set_abstraction_under_bf16_autocast_follows_fp32():
+    """Under autocast the fused path's per-point and per-centre maps stay in float32: they are
+    of the order of the set's extent over the radius (here 6 m / 0.1 m) and their difference,
+    the first layer's output, of the order of one. In bf16 that difference would be off by ~0.8."""
+    torch.manual_seed(0)
+    fused = Point4DEncoder(Point4DConfig.tiny(sa1_radius=0.1, sa2_radius=0.3))
+    eager = _eager_twin(fused)
+    g = torch.Generator().manual_seed(1)
+    clusters = torch.tensor([[0.0, 0, 0], [6, 0, 0], [0, 6, 0], [6, 6, 1]])  # far apart, dense inside
+    points = clusters[torch.arange(64) % 4] + torch.randn(8, 64, 3, generator=g) * 0.03
+    with torch.no_grad():
+        reference = eager.sa1(points, None, points[:, :16])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = fused.sa1(points, None, points[:, :16]).float()
+    torch.testing.assert_close(got, reference, rtol=0, atol=0.05)  # bf16 rounding of the later layers
+    weights = torch.randn(2, 4, 8, 32, generator=g)  # a loss with a non-degenerate gradient
+    for model, bf16 in ((fused, True), (eager, False)):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            (model(points.reshape(2, 4, 64, 3)).token_features.float() * weights).mean().backward()
+    for (name, p), q in zip(fused.named_parameters(), eager.parameters()):
+        assert F.cosine_similarity(p.grad.flatten(), q.grad.flatten(), dim=0) > 0.9, name
+
+
 @pytest.fixture(scope="module")
 def monkeypatch_module():
     with pytest.MonkeyPatch.context() as patch:

@@ -220,16 +220,18 @@ class SetAbstraction(nn.Module):
         sets, n, _ = points.shape
         m, k = index.shape[1:]
         first = self.mlp[0]
-        # Points and centres are taken relative to each set's first centre: the two maps then
-        # have the magnitude of the set's extent, not of its distance from the origin, which
-        # keeps the cancellation in their difference small.
+        # Points and centres are taken relative to each set's first centre, and their maps are
+        # computed in float32 even under autocast: the maps then have the magnitude of the set's
+        # extent (over the radius), not of its distance from the origin, and their difference
+        # (of the order of the radius) keeps its precision.
         origin = centres[:, :1]
-        w_xyz = first.weight[:, :3] / self.radius
-        per_point = F.linear(points - origin, w_xyz, first.bias)
+        with torch.autocast(points.device.type, enabled=False):
+            w_xyz = first.weight[:, :3].float() / self.radius
+            per_point = F.linear((points - origin).float(), w_xyz, first.bias.float())
+            per_centre = F.linear((centres - origin).float(), w_xyz).reshape(sets * m, -1)
         if features is not None:
             per_point = per_point + F.linear(features, first.weight[:, 3:])
         per_point = per_point.reshape(sets * n, -1)
-        per_centre = F.linear(centres - origin, w_xyz).reshape(sets * m, -1)
         rows = (index + torch.arange(0, sets * n, n, device=index.device)[:, None, None]).reshape(sets * m, k)
         widest = max(layer.out_features for layer in self.mlp if isinstance(layer, nn.Linear))
         step = items_per_chunk(points.device, k * widest, cpu_elements=2**19)
