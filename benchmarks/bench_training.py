@@ -14,13 +14,18 @@ import torch
 from benchmarks.common import Report
 
 
-def _items(config, n: int, d_p: int = 384, grid: int = 81) -> list[dict]:
-    g = torch.Generator().manual_seed(0)
+def synthetic_items(config, n: int, d_p: int = 384, grid: int = 81, first: int = 0) -> list[dict]:
+    """Target-cache items ``first .. first + n - 1`` (what the trainer reads) of random points and
+    targets for a model config; item ``i`` depends on ``i`` only."""
     T, N = config.num_frames, config.num_points
-    return [{"points": torch.rand(T, N, 3, generator=g), "slot": torch.arange(T)[:, None].expand(T, N).clone(),
-             "patch": torch.randint(0, grid, (T, N), generator=g), "visible": torch.rand(T, N, generator=g) < 0.5,
-             "grids": torch.randn(T, grid, d_p, generator=g).half(), "clip_target": torch.randn(d_p, generator=g),
-             "label": torch.tensor(0), "video": torch.tensor(i)} for i in range(n)]
+    items = []
+    for i in range(first, first + n):
+        g = torch.Generator().manual_seed(i)
+        items.append({"points": torch.rand(T, N, 3, generator=g), "slot": torch.arange(T)[:, None].expand(T, N).clone(),
+                      "patch": torch.randint(0, grid, (T, N), generator=g), "visible": torch.rand(T, N, generator=g) < 0.5,
+                      "grids": torch.randn(T, grid, d_p, generator=g).half(), "clip_target": torch.randn(d_p, generator=g),
+                      "label": torch.tensor(0), "video": torch.tensor(i)})
+    return items
 
 
 def _bench(report: Report, name: str, model_config, batch: int, device: str, repeats: int) -> None:
@@ -33,7 +38,7 @@ def _bench(report: Report, name: str, model_config, batch: int, device: str, rep
                                               "epochs=1", "progress=false", "tensorboard=false"])
         torch.manual_seed(0)
         objective = build_objective("dense", Point4DEncoder(model_config), {"target_dim": 384})
-        items = _items(model_config, 2 * batch)
+        items = synthetic_items(model_config, 2 * batch)
         trainer = Trainer(cfg, objective, items)
         collated = torch.utils.data.default_collate(items[:batch])
         batch_on_device = {k: v.to(trainer.device) for k, v in collated.items()}
