@@ -20,15 +20,26 @@ def _option(text: str) -> tuple[str, object]:
 
 
 def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
+    from cross4d_core.data.synthetic import SyntheticConfig
+
     parser.add_argument("--subjects", type=int, default=8, help="performers (first half train, rest test)")
     parser.add_argument("--videos-per-class", type=int, default=2, help="videos per class per subject")
     parser.add_argument("--frames", type=int, default=32, help="frames per video")
-    parser.add_argument("--classes", type=int, default=12, help="number of action classes (first K)")
+    parser.add_argument("--classes", type=int, default=None, help="number of action classes (first K; default all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--focal", type=float, default=285.0, help="focal length in pixels")
     parser.add_argument("--noise", type=float, default=1.0, help="depth noise scale (0 = clean)")
+    defaults = SyntheticConfig()
+    parser.add_argument("--facing", type=float, default=defaults.facing_deg,
+                        help="subjects face the camera turned by up to +-this many degrees (180: any direction)")
+    parser.add_argument("--camera-azimuth", type=float, default=defaults.azimuth_deg,
+                        help="camera position round the room, +-degrees")
+    parser.add_argument("--aim-offset", type=float, default=defaults.aim_offset_m,
+                        help="camera aims up to this many metres off the subject")
+    parser.add_argument("--clutter", type=int, default=defaults.clutter,
+                        help="static scene objects per video (occluders; part label 'scene')")
     parser.add_argument("--no-images", action="store_true", help="do not store RGB images / cameras")
     parser.add_argument("--max-points", type=int, default=None,
                         help="store a random subset of at most this many points per frame (default: all)")
@@ -88,12 +99,14 @@ def register(subparsers) -> None:
 
 
 def _synth(out: str, args: argparse.Namespace, progress: bool) -> dict:
-    from cross4d_core.data.synthetic import SyntheticConfig, generate_synthetic_dataset
+    from cross4d_core.data.synthetic import ACTION_NAMES, SyntheticConfig, generate_synthetic_dataset
 
-    config = SyntheticConfig(width=args.width, height=args.height, focal=args.focal, noise=args.noise)
+    config = SyntheticConfig(width=args.width, height=args.height, focal=args.focal, noise=args.noise,
+                             facing_deg=args.facing, azimuth_deg=args.camera_azimuth, aim_offset_m=args.aim_offset,
+                             clutter=args.clutter)
     return generate_synthetic_dataset(out, num_subjects=args.subjects,
                                       videos_per_class_per_subject=args.videos_per_class, frames=args.frames,
-                                      seed=args.seed, classes=args.classes, config=config,
+                                      seed=args.seed, classes=args.classes or len(ACTION_NAMES), config=config,
                                       with_images=not args.no_images, max_points=args.max_points,
                                       progress=progress)
 

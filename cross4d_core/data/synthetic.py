@@ -19,9 +19,14 @@ each part's screen bounding box; a z-buffer keeps the nearest hit), then:
   same id in two frames is therefore the same patch of the same body part (within one
   cell), moving rigidly with that part. Scene clutter has no track (-1).
 
-What makes the world hard (the :class:`SyntheticConfig` defaults): subjects facing any
-direction, mirrored left / right action pairs, walk vs jog, camera position, distance and aim
-varied, static clutter that occludes the subject, Kinect-like noise and dropout.
+What makes the world hard (the :class:`SyntheticConfig` defaults): subjects facing up to
+90 degrees away from the camera, mirrored left / right action pairs, walk vs jog, camera
+position, distance and aim varied, Kinect-like noise and dropout; occluding scene clutter is
+an option (``clutter``). Measured with the demo's clips and encoder (random-init POINT4D,
+converged linear probe, test video accuracy over 15 classes): facing +-30 deg and no clutter
+0.89 (the former 12-action world); +-90 deg 0.58; +-180 deg 0.54; +-90 deg with 2 clutter
+objects 0.23 (and dense distillation barely helps there: 0.28, the clutter dominates the
+mean-pooled clip feature).
 
 Determinism: a video depends only on ``(seed, subject, action, repetition)``.
 """
@@ -98,11 +103,11 @@ class SyntheticConfig:
     fps: float = 15.0
     noise: float = 1.0
     dropout: float = 0.02
-    facing_deg: float = 180.0
+    facing_deg: float = 90.0
     azimuth_deg: float = 40.0
     distance_m: tuple[float, float] = (2.3, 3.5)
     aim_offset_m: float = 0.3
-    clutter: int = 2
+    clutter: int = 0
 
     def camera(self) -> PinholeCamera:
         return PinholeCamera.from_focal(self.focal, self.width, self.height)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from cross4d_core.geometry.image_transform import ImageTransform
 from cross4d_core.teachers.base import Teacher
@@ -110,6 +109,12 @@ class PartTeacher(Teacher):
         p = self.patch_size
         crop = labels[:, transform.top:transform.top + gh * p, transform.left:transform.left + gw * p].long()
         crop = torch.where(crop < 0, self.num_labels, crop)
-        one_hot = F.one_hot(crop, self.num_labels + 1).permute(0, 3, 1, 2).float()  # [T, L+1, h, w]
-        share = F.avg_pool2d(one_hot, p)  # [T, L+1, gh, gw]: fraction of each label per patch
-        return torch.einsum("tkhw,kd->thwd", share, self.codes), transform
+        # label histogram per patch by one bincount over (frame, patch, label) keys
+        T = crop.shape[0]
+        cells = (torch.arange(gh, device=crop.device).repeat_interleave(p)[:, None] * gw
+                 + torch.arange(gw, device=crop.device).repeat_interleave(p)[None, :])       # [h, w] patch of pixel
+        keys = ((torch.arange(T, device=crop.device)[:, None, None] * (gh * gw) + cells) * (self.num_labels + 1)
+                + crop)
+        counts = torch.bincount(keys.reshape(-1), minlength=T * gh * gw * (self.num_labels + 1))
+        share = counts.reshape(T, gh, gw, self.num_labels + 1).float() / (p * p)  # fraction of each label per patch
+        return share @ self.codes, transform
