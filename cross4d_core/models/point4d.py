@@ -233,25 +233,88 @@ class SetAbstraction(nn.Module):
             per_point = per_point + F.linear(features, first.weight[:, 3:])
         per_point = per_point.reshape(sets * n, -1)
         rows = (index + torch.arange(0, sets * n, n, device=index.device)[:, None, None]).reshape(sets * m, k)
+        # Max-pooling ignores repeated neighbours, and ball_query pads a ball with fewer than k
+        # points by repeating its first one: each centre needs only its slots up to the last one
+        # that differs from slot 0 (``used``, any index is handled this way). Centres sorted by
+        # ``used`` (descending) go in chunks cut to their first centre's ``used``.
+        used = (rows != rows[:, :1]).mul(torch.arange(k, device=rows.device)).amax(dim=-1).add_(1)
         widest = max(layer.out_features for layer in self.mlp if isinstance(layer, nn.Linear))
-        step = items_per_chunk(points.device, k * widest, cpu_elements=2**19)
-        parts = []
-        for s in range(0, sets * m, step):
-            chunk = rows[s : s + step]
-            x = per_point.index_select(0, chunk.reshape(-1)).view(*chunk.shape, -1)
-            parts.append(self._rest_of_mlp(x.sub_(per_centre[s : s + step, None])).amax(dim=-2))
+        grad = torch.is_grad_enabled()
+        if int(used.min()) == k:  # every ball full: nothing to skip, no reordering
+            order = None
+            chunks = self._chunks(used, k, widest, grad)
+        else:
+            used, order = used.sort(descending=True, stable=True)
+            rows, per_centre = rows.index_select(0, order), per_centre.index_select(0, order)
+            chunks = self._chunks(used, k, widest, grad)
+        if grad:
+            # One gather for all chunks: each chunk's own index_select would, in its backward,
+            # scatter into a zero gradient the size of all points.
+            flat = torch.cat([rows[s:e, :kk].reshape(-1) for s, e, kk in chunks]) if order is not None else rows
+            pieces = per_point.index_select(0, flat.reshape(-1)).split([(e - s) * kk for s, e, kk in chunks])
+            parts = [self._rest_of_mlp(piece.view(e - s, kk, -1) - per_centre[s:e, None])
+                     for piece, (s, e, kk) in zip(pieces, chunks)]
+        else:
+            parts = []
+            for s, e, kk in chunks:
+                x = per_point.index_select(0, rows[s:e, :kk].reshape(-1)).view(e - s, kk, -1)
+                parts.append(self._rest_of_mlp(x.sub_(per_centre[s:e, None])))
         out = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if order is not None:
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(order.numel(), device=order.device)
+            out = out.index_select(0, inverse)
         return out.reshape(sets, m, -1)
 
+    @staticmethod
+    def _chunks(used: torch.Tensor, k: int, widest: int, grad: bool) -> list[tuple[int, int, int]]:
+        """``(start, stop, slots)`` chunks of centres sorted by ``used`` (descending; or all ``k``).
+
+        CPU without autograd: chunks whose widest activation ``[centres * slots, widest]`` holds
+        ~2^19 values (2 MiB, a core's L2 cache). Otherwise (autograd keeps every activation, and
+        accelerators want few large ops): up to 8 chunks of equally many centres, neighbours of
+        equal ``slots`` merged."""
+        total = used.numel()
+        if grad or used.device.type != "cpu":
+            bounds = sorted({round(i * total / 8) for i in range(9)})
+            firsts = used[torch.tensor(bounds[:-1], device=used.device)].tolist()
+            chunks: list[tuple[int, int, int]] = []
+            for s, e, kk in zip(bounds[:-1], bounds[1:], firsts):
+                if chunks and chunks[-1][2] == kk:
+                    chunks[-1] = (chunks[-1][0], e, kk)
+                else:
+                    chunks.append((s, e, kk))
+            return chunks
+        counts, chunks, s = used.tolist(), [], 0
+        while s < total:
+            e = min(total, s + items_per_chunk(used.device, counts[s] * widest, cpu_elements=2**19))
+            chunks.append((s, e, counts[s]))
+            s = e
+        return chunks
+
     def _rest_of_mlp(self, x: torch.Tensor) -> torch.Tensor:
-        """``self.mlp`` after its first linear layer, on ``x [..., C]``."""
-        inplace = not torch.is_grad_enabled()
-        for layer in self.mlp[1:]:
-            if inplace and isinstance(layer, nn.GELU):
-                x = torch.ops.aten.gelu_(x, approximate=layer.approximate)
-            else:
+        """``self.mlp`` after its first linear layer, then the max over neighbours:
+        ``x [centres, slots, C]`` -> ``[centres, C_out]``.
+
+        Without autograd the activations run in place, and the last GELU after the max, on the
+        largest and smallest of its inputs per (centre, channel): GELU decreases below its
+        minimum (x ~ -0.75) and increases above it, so its maximum over a set of inputs is at one
+        of their two extremes (the same value, up to the last bit of the erf approximation) and
+        the widest per-neighbour tensor skips the GELU. (With autograd the backward of a second
+        reduction over that tensor costs more than the GELU saves.)
+        """
+        if torch.is_grad_enabled():
+            for layer in self.mlp[1:]:
                 x = layer(x)
-        return x
+            return x.amax(dim=-2)
+        *body, last = self.mlp[1:]
+        for layer in body:
+            x = torch.ops.aten.gelu_(x, approximate=layer.approximate) if isinstance(layer, nn.GELU) else layer(x)
+        if not isinstance(last, nn.GELU):  # (every MLP here ends Linear, LayerNorm, GELU)
+            return last(x).amax(dim=-2)
+        high = torch.ops.aten.gelu_(x.amax(dim=-2), approximate=last.approximate)
+        low = torch.ops.aten.gelu_(x.amin(dim=-2), approximate=last.approximate)
+        return torch.maximum(high, low, out=high)
 
 
 class TransformerBlock(nn.Module):
