@@ -96,25 +96,28 @@ def splat_zbuffer(uv: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor, he
     # The buffer is padded by the footprint, so every footprint pixel has an address in its own
     # frame. A point that draws nothing scatters the empty key (a no-op) around the frame's corner.
     padded_h, padded_w = height + 2 * radius, width + 2 * radius
-    flat = (row + radius).mul_(padded_w).add_(col).masked_fill_(~draws, radius * padded_w)
-    flat += torch.arange(radius, T * padded_h * padded_w, padded_h * padded_w, device=device)[:, None]
-    flat = flat.view(-1)
+    # ``base``: the address of a point's footprint corner (dy = dx = -radius); footprint offset
+    # ``o`` >= 0 from there scatters into the buffer's view starting at ``o`` (no per-offset add)
+    base = row.mul(padded_w).add_(col).masked_fill_(~draws, 0)
+    base += torch.arange(0, T * padded_h * padded_w, padded_h * padded_w, device=device)[:, None]
+    base = base.view(-1)
     zbuf = torch.full((T, padded_h, padded_w), empty, dtype=torch.int64, device=device)
     buffer = zbuf.view(-1)
     # one scatter per footprint offset keeps every temporary at [T * N], small enough to stay in
     # cache (a fused scatter would copy the keys and addresses (2r + 1)^2 times, and runs slower)
-    offsets = [dy * padded_w + dx for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
-    for offset in offsets:
-        buffer.scatter_reduce_(0, flat + offset, keys, reduce="amin")
+    for offset in (dy * padded_w + dx for dy in range(2 * radius + 1) for dx in range(2 * radius + 1)):
+        buffer[offset:].scatter_reduce_(0, base, keys, reduce="amin")
     if radius > 0:  # footprint pixels off the image are not drawn: no point wins them
         for border in (zbuf[:, :radius], zbuf[:, -radius:], zbuf[:, :, :radius], zbuf[:, :, -radius:]):
             border.fill_(empty)
-    # a point wins a pixel where its own key is the minimum; read back per point, not per pixel
-    won = torch.zeros_like(keys, dtype=torch.bool)
-    for offset in offsets:
-        won |= buffer.index_select(0, flat + offset) == keys
-    won = won.view(T, N) & draws
-    return ZBuffer(zbuf[:, radius : radius + height, radius : radius + width], centre, won)
+    inner = zbuf[:, radius : radius + height, radius : radius + width]
+    # a point wins where its id is the nearest one at an image pixel: one pass over the pixels'
+    # ids (decoded once here, then cached), not a read-back of every footprint pixel per point
+    point_id = inner & _LOW_BITS
+    won = torch.zeros(T * N + 1, dtype=torch.bool, device=device).scatter_(0, point_id.view(-1), True)
+    result = ZBuffer(inner, centre, won[: T * N].view(T, N) & draws)
+    result.__dict__["point_id"] = point_id  # the cached_property's value
+    return result
 
 
 def nearest_depth_in_footprint(uv: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor, height: int, width: int,
