@@ -4,7 +4,7 @@ SHELL := /bin/bash
 ENV := source tools/env.sh &&
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-all bench demo clean
+.PHONY: setup test test-all bench gpu-check demo clean
 
 setup:
 	./tools/setup.sh
@@ -18,6 +18,12 @@ test-all: setup
 
 bench: setup
 	$(ENV) python -m benchmarks.run
+
+# The CUDA path on a GPU machine (<= 8 min): reports/gpu.json + reports/gpu.md.
+# `make gpu-check ARGS=--dry` runs the same code at a tiny size on the CPU (`make test` does).
+ARGS ?=
+gpu-check: setup
+	$(ENV) python -m benchmarks.gpu_check $(ARGS)
 
 demo: setup
 	$(ENV) python -m cross4d_core.demo

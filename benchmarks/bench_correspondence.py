@@ -1,7 +1,9 @@
 """Render and camera correspondence for a 24 x 2048 clip, against a per-frame numpy version.
 
 Render: 126 x 126 depth-shaded renders + visibility + patch index, splat radius 1 (3 x 3 px),
-9 x 9 patches of 14 px (both versions fit the virtual camera with the same torch code).
+9 x 9 patches of 14 px (both versions fit the virtual camera with the same torch code). Its
+floor is the time to copy, at this run's memcpy bandwidth, the bytes a render must write
+once: the padded int64 z-buffer, the int64 winner map and the RGB images.
 Camera: 640 x 480 plumb_bob camera, DINOv2 camera preprocessing (resize 224, crop 224),
 occlusion splat radius 2, tolerance 5 cm.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from benchmarks.common import memcpy_bandwidth, torch_threads
 from cross4d_core.correspondence import camera_correspondence, fit_virtual_camera, render_correspondence
 from cross4d_core.geometry import ImageTransform, PinholeCamera
 
@@ -92,7 +95,11 @@ def numpy_camera(points, cam: PinholeCamera, transform: ImageTransform, tol: flo
 
 
 def run(report) -> None:
-    torch.set_num_threads(1)
+    with torch_threads(1):
+        _run(report)
+
+
+def _run(report) -> None:
     points = _clip()
     tensor = torch.from_numpy(points)
     items = T * N
@@ -111,6 +118,13 @@ def run(report) -> None:
                             lambda: numpy_render(points, fit_virtual_camera(tensor)), repeats=5, items=items,
                             item_unit="points")
     report.value("render/speedup_vs_numpy", numpy_row["median_ms"] / torch_row["median_ms"], "x")
+    bandwidth = memcpy_bandwidth(report)
+    size, radius = 126, 1
+    output_bytes = T * ((size + 2 * radius) ** 2 * 8 + size * size * (8 + 3))
+    floor_ms = output_bytes / bandwidth * 1e3
+    report.value("render/floor_at_memcpy_bandwidth", floor_ms, "ms",
+                 note=f"{output_bytes / 2**20:.1f} MiB written once: z-buffer, winner map, images")
+    report.value("render/floor / render", 100.0 * floor_ms / torch_row["median_ms"], "%")
 
     cam = PinholeCamera(K=[[525.0, 0, 319.5], [0, 525.0, 239.5], [0, 0, 1]], width=640, height=480,
                         distortion_model="plumb_bob", D=[0.05, -0.1, 1e-3, -1e-3, 0.02])

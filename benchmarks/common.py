@@ -3,9 +3,14 @@
 A benchmark module ``benchmarks/bench_<area>.py`` defines ``run(report: Report)`` and
 records its figures with :meth:`Report.time` (repeated wall-clock timing) or
 :meth:`Report.value` (a single derived number such as parameter count or points/s).
+
+Shared machines run anywhere between ~0.4x and 1x of their quiet speed from one run to the
+next, so compute figures are reported against a floor measured in the same run:
+:func:`matmul_flops` (compute-bound work) and :func:`memcpy_bandwidth` (memory-bound work).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import platform
 import statistics
@@ -58,6 +63,45 @@ class Report:
         self.rows.append(row)
         print(f"  {name}: {value:.4g} {unit}", flush=True)
         return row
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """Run the body with ``threads`` torch intra-op threads, then restore the previous count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def matmul_flops(report: Report, size: int = 2048, repeats: int = 5) -> float:
+    """Record and return the fp32 ``size^3`` matmul rate (FLOP/s) on the current thread count:
+    the compute floor of the run."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    row = report.time(f"fp32 matmul {size}^3 ({torch.get_num_threads()} threads)", lambda: a @ b,
+                      repeats=repeats, warmup=1)
+    flops = 2 * size**3 / (row["median_ms"] / 1e3)
+    report.value("fp32 matmul FLOP/s", flops / 1e9, "GFLOP/s", note="floor of this run's compute figures")
+    return flops
+
+
+def memcpy_bandwidth(report: Report, mib: int = 64, repeats: int = 10) -> float:
+    """Record and return the bandwidth (bytes/s) of copying ``mib`` MiB between two buffers:
+    the memory floor of the run."""
+    import torch
+
+    src = torch.empty(mib * 2**20, dtype=torch.uint8).fill_(1)
+    dst = torch.empty_like(src).fill_(0)
+    row = report.time(f"memcpy {mib} MiB", lambda: dst.copy_(src), repeats=repeats, warmup=2)
+    bandwidth = mib * 2**20 / (row["median_ms"] / 1e3)
+    report.value("memcpy bandwidth", bandwidth / 1e9, "GB/s", note="floor of this run's memory-bound figures")
+    return bandwidth
 
 
 def machine_info() -> dict:

@@ -18,8 +18,9 @@ from benchmarks.common import Report, machine_info
 from cross4d_core.fileio import write_text_atomic
 
 
-def _markdown(result: dict) -> str:
-    lines = ["# cross4d benchmarks", "", "Machine: " + ", ".join(f"{k}={v}" for k, v in result["machine"].items()), ""]
+def markdown_report(result: dict, title: str = "cross4d benchmarks") -> str:
+    """``result`` (``machine``, ``rows``, ``failed``) as a Markdown table, one row per figure."""
+    lines = [f"# {title}", "", "Machine: " + ", ".join(f"{k}={v}" for k, v in result["machine"].items()), ""]
     lines += ["| bench | name | median | min | max | rate / value | note |", "|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         if "median_ms" in row:
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             result["failed"][name] = f"{type(exc).__name__}: {exc}"
         result["rows"].extend(report.rows)
     write_text_atomic(out / "bench.json", json.dumps(result, indent=2))
-    write_text_atomic(out / "bench.md", _markdown(result))
+    write_text_atomic(out / "bench.md", markdown_report(result))
     print(f"[bench] wrote {out / 'bench.json'} and {out / 'bench.md'}")
     return 1 if result["failed"] else 0
 

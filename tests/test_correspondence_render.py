@@ -30,8 +30,8 @@ def brute_force_index_map(uv, depth, valid, height, width, radius):
     return index
 
 
-@given(seed=st.integers(0, 2**16), radius=st.integers(0, 2), quantise=st.booleans())
-def test_splat_zbuffer_matches_brute_force(seed, radius, quantise):
+@given(seed=st.integers(0, 2**16), radius=st.integers(0, 2), quantise=st.booleans(), tight=st.booleans())
+def test_splat_zbuffer_matches_brute_force(seed, radius, quantise, tight):
     rng = np.random.default_rng(seed)
     T, N, S = 2, 60, 16
     points = rng.normal(size=(T, N, 3)) + [0, 0, 4]
@@ -39,7 +39,8 @@ def test_splat_zbuffer_matches_brute_force(seed, radius, quantise):
         points = np.round(points * 2) / 2
     points[0, :3] = np.nan
     points = torch.tensor(points, dtype=torch.float32)
-    cam = fit_virtual_camera(points, S)
+    # tight: a camera fitted to a shrunk clip, so that some points (and footprints) fall off the image
+    cam = fit_virtual_camera(points * 0.4 + torch.tensor([0.0, 0, 2.4]) if tight else points, S)
     proj = project_points(points, cam)
     zbuf = splat_zbuffer(proj.uv, proj.depth, proj.valid, S, S, radius)
     expected = brute_force_index_map(proj.uv, proj.depth, proj.valid, S, S, radius)
@@ -49,6 +50,12 @@ def test_splat_zbuffer_matches_brute_force(seed, radius, quantise):
         proj.depth.numpy(), np.maximum(expected, 0).reshape(T, -1), 1).reshape(T, S, S), np.inf)
     np.testing.assert_array_equal(zbuf.depth.numpy(), expected_depth)
     assert won.any()
+    # a point is a winner iff it is the nearest at one of the image's pixels
+    expected_won = np.zeros((T, N), bool)
+    for t in range(T):
+        expected_won[t, expected[t][expected[t] >= 0]] = True
+    np.testing.assert_array_equal(zbuf.won.numpy(), expected_won)
+    assert zbuf.point_id.dtype == torch.int64 and zbuf.point_id.is_contiguous()
 
 
 @given(seed=st.integers(0, 2**16))

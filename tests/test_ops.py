@@ -4,10 +4,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cross4d_core.ops import ball_query, farthest_point_sample, gather_points, interpolate_features, knn
+import cross4d_core.ops.points as points_module
+from cross4d_core.ops import (ball_query, farthest_point_sample, gather_points, interpolate_features, items_per_chunk,
+                             knn)
 
 
 @st.composite
@@ -39,6 +41,16 @@ def test_farthest_point_sample_matches_brute_force(clouds, data):
     assert got.shape == (clouds.shape[0], m) and got.dtype == torch.long
     for s in range(clouds.shape[0]):
         assert got[s].tolist() == brute_fps(clouds[s].numpy().astype(np.float64), m)
+
+
+def test_farthest_point_sample_large_sets_with_ties_match_brute_force():
+    """Sets long enough for the vectorised reductions' inner loops, with many tied distances:
+    the first maximum still wins."""
+    rng = np.random.default_rng(5)
+    clouds = torch.from_numpy(rng.integers(-2, 3, size=(3, 700, 3)).astype(np.float32) * 0.5)
+    got = farthest_point_sample(clouds, 40)
+    for s in range(3):
+        assert got[s].tolist() == brute_fps(clouds[s].numpy().astype(np.float64), 40)
 
 
 def test_farthest_point_sample_batched_leading_dims_and_spread():
@@ -95,6 +107,74 @@ def test_ball_query_matches_brute_force(clouds, data):
                 dist = lambda js: [float(((pts[s][j] - centres[s, c].numpy()) ** 2).sum()) for j in js]
                 assert dist(row) == dist(expected)
                 assert set(row) <= set(expected) | {j for j in range(len(pts[s])) if dist([j])[0] < r2}
+
+
+@pytest.mark.parametrize("mode", ["first", "nearest"])
+def test_ball_query_in_chunks_equals_one_piece(mode, monkeypatch):
+    """CPU chunking over point sets (one set per chunk here) changes nothing."""
+    torch.manual_seed(6)
+    points, centres = torch.rand(2, 5, 300, 3), torch.rand(2, 5, 40, 3)
+    whole = ball_query(points, centres, 0.2, 8, mode=mode)
+    monkeypatch.setattr(points_module, "items_per_chunk", lambda device, n, cpu_elements=0: 1)
+    assert torch.equal(ball_query(points, centres, 0.2, 8, mode=mode), whole)
+
+
+def _plain_ball_query(points, centres, radius, k, mode):
+    """ball_query with every point a candidate of every centre (its path on accelerators)."""
+    flat_p, flat_c = points.reshape(-1, *points.shape[-2:]), centres.reshape(-1, *centres.shape[-2:])
+    index = points_module._ball_query_sets(flat_p, flat_c, radius * radius, k, mode)
+    return index.reshape(*centres.shape[:-1], k)
+
+
+def _assert_same_balls(got, expected, points, centres, mode):
+    """Equal for "first"; for "nearest" the same distance sequences (ties come in any order)."""
+    if mode == "first":
+        assert torch.equal(got, expected)
+        return
+    d2 = lambda index: ((gather_points(points, index) - centres[..., None, :]) ** 2).sum(-1)
+    assert torch.equal(d2(got), d2(expected))
+    assert torch.equal(got[..., 0] == got[..., -1], expected[..., 0] == expected[..., -1])
+
+
+@settings(max_examples=40, deadline=None)
+@given(sets=st.integers(1, 4), n=st.integers(1, 300), m=st.integers(1, 40), k=st.integers(1, 40),
+       mode=st.sampled_from(["first", "nearest"]), grid=st.booleans(), scale=st.sampled_from([0.05, 1.0, 30.0]),
+       offset=st.sampled_from([0.0, -70.0, 1e4]), flat_axes=st.integers(0, 2), seed=st.integers(0, 2**31 - 1),
+       window=st.sampled_from([1, 3, 8]))
+def test_windowed_ball_query_equals_every_point_a_candidate(sets, n, m, k, mode, grid, scale, offset, flat_axes, seed,
+                                                           window):
+    """The CPU path (windows along the widest axis, centres in runs) against every point being a
+    candidate: grids (ties, points exactly on the radius), clouds near and far from the origin,
+    flat or collinear clouds, any k against the ball sizes, runs of 1, 3 or 8 centres."""
+    rng = np.random.default_rng(seed)
+    coords = rng.integers(-4, 5, size=(sets, n, 3)) * 0.5 if grid else rng.normal(size=(sets, n, 3))
+    coords[..., :flat_axes] = 0.0  # 1: a plane, 2: a line
+    points = torch.from_numpy(coords * scale + offset).float()
+    centres = gather_points(points, torch.from_numpy(rng.integers(0, n, size=(sets, m))))
+    if rng.random() < 0.3:  # centres that are not points, some far away
+        centres = centres + torch.from_numpy(rng.normal(size=(sets, m, 3)) * scale * 2).float()
+    radius = float(scale * rng.choice([0.3, 0.75, 1.0, 2.5]))  # 1.0: grid points exactly on the sphere
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(points_module, "_WINDOW_MIN_POINTS", 0)
+        patch.setattr(points_module, "_WINDOW_CENTRES", window)
+        got = ball_query(points, centres, radius, k, mode=mode)
+    _assert_same_balls(got, _plain_ball_query(points, centres, radius, k, mode), points, centres, mode)
+
+
+def test_windowed_ball_query_paper_size_equals_every_point_a_candidate():
+    """24 x 2048 points, 128 centres: the size the window is for (several chunks of sets)."""
+    torch.manual_seed(7)
+    points = torch.rand(24, 2048, 3) * torch.tensor([0.8, 1.8, 0.5])
+    centres = gather_points(points, farthest_point_sample(points, 128))
+    for mode in ("first", "nearest"):
+        got = ball_query(points, centres, 0.1, 32, mode=mode)
+        _assert_same_balls(got, _plain_ball_query(points, centres, 0.1, 32, mode), points, centres, mode)
+
+
+def test_items_per_chunk_fits_the_cpu_budget_and_takes_everything_elsewhere():
+    assert items_per_chunk(torch.device("cpu"), 1000, cpu_elements=10_000) == 10
+    assert items_per_chunk(torch.device("cpu"), 10**9) == 1
+    assert items_per_chunk(torch.device("meta"), 1000) >= 2**60
 
 
 def test_ball_query_pads_by_repeating_and_never_zero():

@@ -18,7 +18,9 @@ def as_points(points: np.ndarray | torch.Tensor, device: torch.device | str | No
     if T == 0 or N == 0:
         raise CorrespondenceError(f"points: empty clip ({T} frames x {N} points)")
     points = points.float()
-    if not bool(torch.isfinite(points.sum(-1)).any()):  # the sum is finite iff all three are (bar overflow)
+    # a finite total means every coordinate is finite (the common case, one fast reduction);
+    # otherwise a point is finite iff its coordinates' sum is (bar overflow)
+    if not bool(torch.isfinite(points.sum())) and not bool(torch.isfinite(points.sum(-1)).any()):
         raise CorrespondenceError(f"points: none of the {T * N} points is finite")
     return points
 

@@ -71,7 +71,7 @@ def fit_virtual_camera(
                    near - float(z.nan_to_num(math.inf).min()))
     T = np.eye(4)
     T[:3, :3] = R.double().numpy()
-    T[:3, 3] = -T[:3, :3] @ centre.double().numpy() + np.array([0.0, 0.0, distance])
+    T[:3, 3] = -T[:3, :3] @ centre.double().cpu().numpy() + np.array([0.0, 0.0, distance])
     focal = image_size / 2 * (1 - margin) / tan_half
     c = (image_size - 1) / 2
     return PinholeCamera.from_focal(focal, image_size, image_size, cx=c, cy=c, T_cam_from_points=T)
@@ -215,9 +215,11 @@ def render_clip(
         patch_index = torch.where(first_sight, view_patch, patch_index)
         visible |= first_sight
         images.append(_shade(zbuf, proj))
-        point_ids.append(zbuf.point_id.long())
+        point_ids.append(zbuf.point_id)
     corr = Correspondence(slot=slot.contiguous(), patch=patch_index, visible=visible, grid_size=transform.grid_size)
-    return RenderOutput(torch.cat(images), torch.cat(point_ids), corr, list(cameras))
+    one = len(cameras) == 1  # no copy of the only camera's images
+    return RenderOutput(images[0] if one else torch.cat(images), point_ids[0] if one else torch.cat(point_ids),
+                        corr, list(cameras))
 
 
 def _shade(zbuf: ZBuffer, proj) -> torch.Tensor:
@@ -254,5 +256,5 @@ def render_index_map(points: np.ndarray | torch.Tensor, image_size: int = 126, s
     T, N, _ = points.shape
     out = render_clip(points, image_size, 14, splat_radius, None, 1, RenderViews(fov_deg=fov_deg),
                       None if camera is None else [camera])
-    frame_start = torch.arange(0, T * N, N)[:, None, None]
+    frame_start = torch.arange(0, T * N, N, device=out.point_id.device)[:, None, None]
     return (out.point_id - frame_start).masked_fill_(out.point_id == T * N, -1)

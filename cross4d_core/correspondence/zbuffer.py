@@ -6,22 +6,22 @@ Point ``n`` of frame ``t`` with depth ``z > 0`` gets the int64 key
 value, so the smallest key at a pixel of frame ``t`` is the nearest point, ties going to the
 lowest index. An empty pixel holds ``bits(inf) << 32 | T N``, larger than every finite key. So
 the low 32 bits of every pixel are a clip-wide point id that indexes per-point tables
-``[T * N + 1]`` (last entry: background), read in place as an int32 view, and the high 32 bits
-are the pixel's depth. A point draws the pixels within ``radius`` of its centre pixel: one
+``[T * N + 1]`` (last entry: background), decoded once per z-buffer, and the high 32 bits are
+the pixel's depth. A point draws the pixels within ``radius`` of its centre pixel: one
 scatter-min per footprint offset. A point is a winner when its key is the minimum at one of
 its footprint pixels (read back per point, not per pixel).
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
 from cross4d_core.geometry.projection import pixel_of
 
 _INF_BITS = 0x7F800000  # float32 +inf
-_LOW_WORD = 0 if sys.byteorder == "little" else 1  # int32 half of an int64 holding its low 32 bits
+_LOW_BITS = 0xFFFFFFFF
 
 
 @dataclass
@@ -39,12 +39,12 @@ class ZBuffer:
     centre: torch.Tensor
     won: torch.Tensor
 
-    @property
+    @cached_property
     def point_id(self) -> torch.Tensor:
-        """``[T, H, W]`` int32 clip-wide id ``t * N + n`` of the nearest point, ``T * N`` where
-        empty (an index into per-point ``[T * N + 1]`` tables). A view of the keys' low 32 bits:
-        no copy."""
-        return self.keys.view(torch.int32)[..., _LOW_WORD::2]
+        """``[T, H, W]`` int64 clip-wide id ``t * N + n`` of the nearest point, ``T * N`` where
+        empty (an index into per-point ``[T * N + 1]`` tables); the keys' low 32 bits, decoded
+        once."""
+        return self.keys & _LOW_BITS
 
     @property
     def index(self) -> torch.Tensor:
@@ -96,25 +96,28 @@ def splat_zbuffer(uv: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor, he
     # The buffer is padded by the footprint, so every footprint pixel has an address in its own
     # frame. A point that draws nothing scatters the empty key (a no-op) around the frame's corner.
     padded_h, padded_w = height + 2 * radius, width + 2 * radius
-    flat = (row + radius).mul_(padded_w).add_(col).masked_fill_(~draws, radius * padded_w)
-    flat += torch.arange(radius, T * padded_h * padded_w, padded_h * padded_w, device=device)[:, None]
-    flat = flat.view(-1)
+    # ``base``: the address of a point's footprint corner (dy = dx = -radius); footprint offset
+    # ``o`` >= 0 from there scatters into the buffer's view starting at ``o`` (no per-offset add)
+    base = row.mul(padded_w).add_(col).masked_fill_(~draws, 0)
+    base += torch.arange(0, T * padded_h * padded_w, padded_h * padded_w, device=device)[:, None]
+    base = base.view(-1)
     zbuf = torch.full((T, padded_h, padded_w), empty, dtype=torch.int64, device=device)
     buffer = zbuf.view(-1)
-    # one scatter per footprint offset keeps every temporary at [T * N] (a fused scatter
-    # would allocate (2r + 1)^2 copies of the keys and addresses)
-    offsets = [dy * padded_w + dx for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
-    for offset in offsets:
-        buffer.scatter_reduce_(0, flat + offset, keys, reduce="amin")
+    # one scatter per footprint offset keeps every temporary at [T * N], small enough to stay in
+    # cache (a fused scatter would copy the keys and addresses (2r + 1)^2 times, and runs slower)
+    for offset in (dy * padded_w + dx for dy in range(2 * radius + 1) for dx in range(2 * radius + 1)):
+        buffer[offset:].scatter_reduce_(0, base, keys, reduce="amin")
     if radius > 0:  # footprint pixels off the image are not drawn: no point wins them
         for border in (zbuf[:, :radius], zbuf[:, -radius:], zbuf[:, :, :radius], zbuf[:, :, -radius:]):
             border.fill_(empty)
-    # a point wins a pixel where its own key is the minimum; read back per point, not per pixel
-    won = torch.zeros_like(keys, dtype=torch.bool)
-    for offset in offsets:
-        won |= buffer.index_select(0, flat + offset) == keys
-    won = won.view(T, N) & draws
-    return ZBuffer(zbuf[:, radius : radius + height, radius : radius + width], centre, won)
+    inner = zbuf[:, radius : radius + height, radius : radius + width]
+    # a point wins where its id is the nearest one at an image pixel: one pass over the pixels'
+    # ids (decoded once here, then cached), not a read-back of every footprint pixel per point
+    point_id = inner & _LOW_BITS
+    won = torch.zeros(T * N + 1, dtype=torch.bool, device=device).scatter_(0, point_id.view(-1), True)
+    result = ZBuffer(inner, centre, won[: T * N].view(T, N) & draws)
+    result.__dict__["point_id"] = point_id  # the cached_property's value
+    return result
 
 
 def nearest_depth_in_footprint(uv: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor, height: int, width: int,

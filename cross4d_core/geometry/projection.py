@@ -137,13 +137,16 @@ def project_points(
         cameras = CameraBatch.from_cameras(cameras, device=points.device, dtype=points.dtype)
     if len(cameras) not in (1, points.shape[0]):
         raise ValueError(f"project_points: {len(cameras)} cameras for a batch of {points.shape[0]} point sets")
-    x, y, z = points.unbind(-1)
+    # channel-first copy: every per-coordinate op below then reads and writes contiguous memory
+    x, y, z = points.permute(2, 0, 1).contiguous()
     if apply_extrinsic:
-        # written out per coefficient: a broadcast 3x3 matmul over [B, N] runs as a slow bmm on CPU
+        # written out per coefficient (a broadcast 3x3 matmul over [B, N] runs as a slow bmm on CPU),
+        # one fused multiply-add per term
         T = cameras.T_cam_from_points.to(points)[:, :3, :, None]
-        x, y, z = (T[:, i, 0] * x + T[:, i, 1] * y + T[:, i, 2] * z + T[:, i, 3] for i in range(3))
+        x, y, z = (torch.addcmul(T[:, i, 3], T[:, i, 0], x).addcmul_(T[:, i, 1], y).addcmul_(T[:, i, 2], z)
+                   for i in range(3))
     # comparisons with NaN are False: NaN or infinite x, y fall outside the image below
-    in_front = (z > min_depth) & (z < float("inf"))
+    in_front = (z > min_depth).logical_and_(z < float("inf"))
     z_safe = torch.where(in_front, z, 1.0)
     xn, yn = x / z_safe, y / z_safe
     coeffs = cameras.coeffs.to(points)
@@ -152,14 +155,16 @@ def project_points(
         xe, ye = _distort_equidistant(xn, yn, coeffs)
         fisheye = cameras.equidistant[:, None]
         xr, yr = torch.where(fisheye, xe, xr), torch.where(fisheye, ye, yr)
-    K = cameras.K.to(points)
-    u = K[:, 0, 0, None] * xr + K[:, 0, 1, None] * yr + K[:, 0, 2, None]
-    v = K[:, 1, 1, None] * yr + K[:, 1, 2, None]
+    K = cameras.K.to(points)[..., None]
+    uv = torch.empty(*z.shape, 2, dtype=z.dtype, device=z.device)
+    u, v = uv.unbind(-1)
+    # multiply, then add (no fused multiply-add): pixel edges such as u = -0.5 come out exact
+    torch.mul(K[:, 0, 0], xr, out=u).addcmul_(K[:, 0, 1], yr).add_(K[:, 0, 2])
+    torch.mul(K[:, 1, 1], yr, out=v).add_(K[:, 1, 2])
     width = cameras.width.to(points.device)[:, None]
     height = cameras.height.to(points.device)[:, None]
-    in_image = (u >= -0.5) & (u < width - 0.5) & (v >= -0.5) & (v < height - 0.5)
-    valid = in_front & in_image
-    uv = torch.stack([u, v], -1)
+    valid = in_front.logical_and_(u >= -0.5).logical_and_(u < width - 0.5)
+    valid.logical_and_(v >= -0.5).logical_and_(v < height - 0.5)
     if squeeze:
         return Projection(uv[0], z[0], valid[0])
     return Projection(uv, z, valid)

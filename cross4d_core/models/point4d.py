@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cross4d_core.ops import ball_query, farthest_point_sample, gather_points, interpolate_features
+from cross4d_core.ops import ball_query, farthest_point_sample, gather_points, interpolate_features, items_per_chunk
 
 MODEL_TYPE = "point4d"
 
@@ -45,6 +45,9 @@ class Point4DConfig:
         point_feature_neighbours: tokens interpolated per input point in
             :meth:`Point4DEncoder.point_features` (1 = nearest token, 3 = 3-NN).
         layer_norm_eps: epsilon of all LayerNorms.
+        sa_implementation: how set abstraction is computed, not what: ``"fused"`` (first MLP
+            layer per point, cache-sized chunks) or ``"eager"`` (the per-neighbour definition;
+            the reference in tests and what the FLOP count of the paper-size model counts).
     """
 
     num_frames: int = 24
@@ -66,6 +69,7 @@ class Point4DConfig:
     time_scale: float = 0.1
     point_feature_neighbours: int = 1
     layer_norm_eps: float = 1e-6
+    sa_implementation: str = "fused"
 
     def __post_init__(self) -> None:
         self.sa1_channels = tuple(int(c) for c in self.sa1_channels)
@@ -92,6 +96,9 @@ class Point4DConfig:
                              f"num_heads ({self.num_heads})")
         if self.grouping not in ("first", "nearest"):
             raise ValueError(f"Point4DConfig.grouping must be 'first' or 'nearest', got {self.grouping!r}")
+        if self.sa_implementation not in ("fused", "eager"):
+            raise ValueError(f"Point4DConfig.sa_implementation must be 'fused' or 'eager', "
+                             f"got {self.sa_implementation!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"Point4DConfig.dropout must be in [0, 1), got {self.dropout!r}")
 
@@ -171,14 +178,23 @@ class Point4DOutput:
 
 
 class SetAbstraction(nn.Module):
-    """One PointNet++ set-abstraction level: group around centres, shared MLP, max-pool."""
+    """One PointNet++ set-abstraction level: group around centres, shared MLP, max-pool.
+
+    The MLP's first layer acts on ``[(p - c) / r, f(p)]`` for each neighbour ``p`` of centre
+    ``c``. ``implementation="fused"`` computes the same function as the per-neighbour
+    definition (``"eager"``) with less work: a linear map of ``(p - c) / r`` is the per-point
+    map minus the centre's, so the first layer runs once per point and once per centre
+    instead of once per (centre, neighbour); the per-neighbour rest of the MLP runs in chunks
+    that stay in cache on CPU, with in-place activations when no gradient is recorded.
+    """
 
     def __init__(self, in_channels: int, channels: tuple[int, ...], radius: float, neighbours: int,
-                 grouping: str, eps: float) -> None:
+                 grouping: str, eps: float, implementation: str = "fused") -> None:
         super().__init__()
         self.radius = radius
         self.neighbours = neighbours
         self.grouping = grouping
+        self.implementation = implementation
         layers: list[nn.Module] = []
         width = in_channels + 3
         for out in channels:
@@ -189,10 +205,116 @@ class SetAbstraction(nn.Module):
     def forward(self, points: torch.Tensor, features: torch.Tensor | None, centres: torch.Tensor) -> torch.Tensor:
         """``points [P, N, 3]``, ``features [P, N, C] | None``, ``centres [P, M, 3]`` -> ``[P, M, C_out]``."""
         index = ball_query(points, centres, self.radius, self.neighbours, mode=self.grouping)
+        if self.implementation == "eager":
+            return self._forward_eager(points, features, centres, index)
+        return self._forward_fused(points, features, centres, index)
+
+    def _forward_eager(self, points, features, centres, index) -> torch.Tensor:
+        """The definition: the whole MLP on every grouped neighbour ``[P, M, k, 3 + C]``."""
         offsets = (gather_points(points, index) - centres[:, :, None]) / self.radius
         grouped = offsets if features is None else torch.cat(
             [offsets.to(features.dtype), gather_points(features, index)], dim=-1)
         return self.mlp(grouped).amax(dim=-2)
+
+    def _forward_fused(self, points, features, centres, index) -> torch.Tensor:
+        sets, n, _ = points.shape
+        m, k = index.shape[1:]
+        first = self.mlp[0]
+        # Points and centres are taken relative to each set's first centre, and their maps are
+        # computed in float32 even under autocast: the maps then have the magnitude of the set's
+        # extent (over the radius), not of its distance from the origin, and their difference
+        # (of the order of the radius) keeps its precision.
+        origin = centres[:, :1]
+        with torch.autocast(points.device.type, enabled=False):
+            w_xyz = first.weight[:, :3].float() / self.radius
+            per_point = F.linear((points - origin).float(), w_xyz, first.bias.float())
+            per_centre = F.linear((centres - origin).float(), w_xyz).reshape(sets * m, -1)
+        if features is not None:
+            per_point = per_point + F.linear(features, first.weight[:, 3:])
+        per_point = per_point.reshape(sets * n, -1)
+        rows = (index + torch.arange(0, sets * n, n, device=index.device)[:, None, None]).reshape(sets * m, k)
+        # Max-pooling ignores repeated neighbours, and ball_query pads a ball with fewer than k
+        # points by repeating its first one: each centre needs only its slots up to the last one
+        # that differs from slot 0 (``used``, any index is handled this way). Centres sorted by
+        # ``used`` (descending) go in chunks cut to their first centre's ``used``.
+        used = (rows != rows[:, :1]).mul(torch.arange(k, device=rows.device)).amax(dim=-1).add_(1)
+        widest = max(layer.out_features for layer in self.mlp if isinstance(layer, nn.Linear))
+        grad = torch.is_grad_enabled()
+        if int(used.min()) == k:  # every ball full: nothing to skip, no reordering
+            order = None
+            chunks = self._chunks(used, k, widest, grad)
+        else:
+            used, order = used.sort(descending=True, stable=True)
+            rows, per_centre = rows.index_select(0, order), per_centre.index_select(0, order)
+            chunks = self._chunks(used, k, widest, grad)
+        if grad:
+            # One gather for all chunks: each chunk's own index_select would, in its backward,
+            # scatter into a zero gradient the size of all points.
+            flat = torch.cat([rows[s:e, :kk].reshape(-1) for s, e, kk in chunks]) if order is not None else rows
+            pieces = per_point.index_select(0, flat.reshape(-1)).split([(e - s) * kk for s, e, kk in chunks])
+            parts = [self._rest_of_mlp(piece.view(e - s, kk, -1) - per_centre[s:e, None])
+                     for piece, (s, e, kk) in zip(pieces, chunks)]
+        else:
+            parts = []
+            for s, e, kk in chunks:
+                x = per_point.index_select(0, rows[s:e, :kk].reshape(-1)).view(e - s, kk, -1)
+                parts.append(self._rest_of_mlp(x.sub_(per_centre[s:e, None])))
+        out = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if order is not None:
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(order.numel(), device=order.device)
+            out = out.index_select(0, inverse)
+        return out.reshape(sets, m, -1)
+
+    @staticmethod
+    def _chunks(used: torch.Tensor, k: int, widest: int, grad: bool) -> list[tuple[int, int, int]]:
+        """``(start, stop, slots)`` chunks of centres sorted by ``used`` (descending; or all ``k``).
+
+        CPU without autograd: chunks whose widest activation ``[centres * slots, widest]`` holds
+        ~2^19 values (2 MiB, a core's L2 cache). Otherwise (autograd keeps every activation, and
+        accelerators want few large ops): up to 8 chunks of equally many centres, neighbours of
+        equal ``slots`` merged."""
+        total = used.numel()
+        if grad or used.device.type != "cpu":
+            bounds = sorted({round(i * total / 8) for i in range(9)})
+            firsts = used[torch.tensor(bounds[:-1], device=used.device)].tolist()
+            chunks: list[tuple[int, int, int]] = []
+            for s, e, kk in zip(bounds[:-1], bounds[1:], firsts):
+                if chunks and chunks[-1][2] == kk:
+                    chunks[-1] = (chunks[-1][0], e, kk)
+                else:
+                    chunks.append((s, e, kk))
+            return chunks
+        counts, chunks, s = used.tolist(), [], 0
+        while s < total:
+            e = min(total, s + items_per_chunk(used.device, counts[s] * widest, cpu_elements=2**19))
+            chunks.append((s, e, counts[s]))
+            s = e
+        return chunks
+
+    def _rest_of_mlp(self, x: torch.Tensor) -> torch.Tensor:
+        """``self.mlp`` after its first linear layer, then the max over neighbours:
+        ``x [centres, slots, C]`` -> ``[centres, C_out]``.
+
+        Without autograd the activations run in place, and the last GELU after the max, on the
+        largest and smallest of its inputs per (centre, channel): GELU decreases below its
+        minimum (x ~ -0.75) and increases above it, so its maximum over a set of inputs is at one
+        of their two extremes (the same value, up to the last bit of the erf approximation) and
+        the widest per-neighbour tensor skips the GELU. (With autograd the backward of a second
+        reduction over that tensor costs more than the GELU saves.)
+        """
+        if torch.is_grad_enabled():
+            for layer in self.mlp[1:]:
+                x = layer(x)
+            return x.amax(dim=-2)
+        *body, last = self.mlp[1:]
+        for layer in body:
+            x = torch.ops.aten.gelu_(x, approximate=layer.approximate) if isinstance(layer, nn.GELU) else layer(x)
+        if not isinstance(last, nn.GELU):  # (every MLP here ends Linear, LayerNorm, GELU)
+            return last(x).amax(dim=-2)
+        high = torch.ops.aten.gelu_(x.amax(dim=-2), approximate=last.approximate)
+        low = torch.ops.aten.gelu_(x.amin(dim=-2), approximate=last.approximate)
+        return torch.maximum(high, low, out=high)
 
 
 class TransformerBlock(nn.Module):
@@ -227,9 +349,9 @@ class Point4DEncoder(nn.Module):
         self.config = config = config or Point4DConfig()
         eps = config.layer_norm_eps
         self.sa1 = SetAbstraction(0, config.sa1_channels, config.sa1_radius, config.sa1_neighbours,
-                                  config.grouping, eps)
+                                  config.grouping, eps, config.sa_implementation)
         self.sa2 = SetAbstraction(config.sa1_channels[-1], config.sa2_channels, config.sa2_radius,
-                                  config.sa2_neighbours, config.grouping, eps)
+                                  config.sa2_neighbours, config.grouping, eps, config.sa_implementation)
         width = config.hidden_size
         self.token_proj = (nn.Identity() if config.sa2_channels[-1] == width
                            else nn.Linear(config.sa2_channels[-1], width))

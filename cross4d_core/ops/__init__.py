@@ -9,6 +9,7 @@ from cross4d_core.ops.points import (
     farthest_point_sample,
     gather_points,
     interpolate_features,
+    items_per_chunk,
     knn,
     pairwise_distances,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "farthest_point_sample",
     "gather_points",
     "interpolate_features",
+    "items_per_chunk",
     "knn",
     "pairwise_distances",
 ]

@@ -26,7 +26,9 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        """More than one rank, or a process group the caller initialised (a world of one
+        under ``torchrun`` still runs DDP and its collectives, e.g. to check NCCL on one GPU)."""
+        return self.world_size > 1 or (dist.is_available() and dist.is_initialized())
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
