@@ -100,7 +100,7 @@ def _run(report: Report) -> None:
     report.time(f"FPS 24 x 2048 -> {config.sa1_centroids}", lambda: farthest_point_sample(flat, config.sa1_centroids),
                 repeats=3, warmup=1)
     report.time("FPS 24 x 2048 -> 512", lambda: farthest_point_sample(flat, 512), repeats=3, warmup=1,
-                note="DESIGN.md §7 reference loop: ~190 ms")
+                note="a Python loop over the samples took ~190 ms")
     centres = gather_points(flat, farthest_point_sample(flat, config.sa1_centroids))
     for mode in ("first", "nearest"):
         report.time(f"ball query 24 x 2048, {config.sa1_centroids} centres, k={config.sa1_neighbours}, {mode}",

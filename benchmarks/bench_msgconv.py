@@ -2,7 +2,7 @@
 
 The cloud mimics a spinning LiDAR driver: 65,536 points, point_step 32 with padding:
 x, y, z FLOAT32 @0/4/8, 4 pad bytes, intensity FLOAT32 @16, ring UINT16 @20, 2 pad
-bytes, time FLOAT32 @24, 4 pad bytes. ``sensor_msgs_py.read_points_numpy`` (DESIGN §7's
+bytes, time FLOAT32 @24, 4 pad bytes. ``sensor_msgs_py.read_points_numpy`` (the natural
 yardstick) is not on PyPI, so it cannot be installed here and is not compared.
 """
 from __future__ import annotations

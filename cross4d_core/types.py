@@ -56,7 +56,7 @@ class Clip(FrameSequence):
 
 @dataclass
 class Correspondence:
-    """Point -> teacher-patch correspondence for one clip (both sources, DESIGN.md §3).
+    """Point -> teacher-patch correspondence for one clip (from either source: rendering the points, or a calibrated camera).
 
     Attributes:
         slot: ``[T, N]`` int64 teacher time slot of each point (frame t; ``t // 2`` for a

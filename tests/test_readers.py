@@ -1,4 +1,4 @@
-"""Dataset readers: small files written in each real layout (DATA-FORMATS.md) are read back
+"""Dataset readers: small files written in each real layout (from the datasets' public format descriptions) are read back
 with exact points (metres), labels, splits and tracks; corrupt files name themselves."""
 from __future__ import annotations
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
@@ -17,6 +19,7 @@ from cross4d_core.data.rosbag import (
     iter_bag_windows,
     write_synthetic_bag,
 )
+from cross4d_core.data.rosbag.tf import matrix_to_quaternion, quaternion_to_matrix
 from cross4d_core.windowing import Frame, WindowBuffer
 
 TS = get_typestore(Stores.ROS2_HUMBLE)
@@ -361,3 +364,18 @@ def test_replay_reads_bags_through_the_one_reader(tmp_path):
     with pytest.raises(BagFormatError, match="topic '/q' has type sensor_msgs/msg/PointCloud2, expected "
                                              "sensor_msgs/msg/Image"):
         list(read_bag_messages(tmp_path / "bag", {"/q": "image"}))
+
+
+@given(q=st.lists(st.floats(-1.0, 1.0), min_size=4, max_size=4)
+       .filter(lambda q: np.linalg.norm(q) > 1e-3 and abs(q[3]) > 1e-2 * np.linalg.norm(q)))
+def test_quaternion_conversions_match_scipy(q):
+    """quaternion_to_matrix / matrix_to_quaternion against an independent reference (scipy's
+    scalar-last Rotation), both signs of q being the same rotation."""
+    from scipy.spatial.transform import Rotation
+
+    R = quaternion_to_matrix(*q)
+    np.testing.assert_allclose(R, Rotation.from_quat(q).as_matrix(), atol=1e-12)
+    back = np.array(matrix_to_quaternion(R))
+    unit = np.asarray(q) / np.linalg.norm(q)
+    assert back[3] >= 0
+    np.testing.assert_allclose(back, unit if unit[3] >= 0 else -unit, atol=1e-6)

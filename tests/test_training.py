@@ -87,7 +87,7 @@ def test_yaml_config_and_overrides(tmp_path):
                                           "objective.options.mask_ratio=0.4"])
     assert cfg.optim.lr == 2e-3 and cfg.optim.betas == (0.8, 0.9) and cfg.epochs == 7
     assert cfg.model.overrides == {"hidden_size": 64} and cfg.objective.options == {"mask_ratio": 0.4}
-    assert cfg.optim.weight_decay == 1e-4 and cfg.optim.warmup_fraction == 0.05  # METHOD.md defaults
+    assert cfg.optim.weight_decay == 1e-4 and cfg.optim.warmup_fraction == 0.05  # the paper's optimiser settings
     with pytest.raises(ConfigError, match=r"optim.lrr"):
         load_config(TrainConfig, path, ["optim.lrr=1"])
     with pytest.raises(ConfigError, match=r"'epochs' = 'many'"):

@@ -115,17 +115,18 @@ def build_pretrain_dataset(config, device=None) -> PretrainData:
 
 def pretrain(config, resume: bool = False) -> dict:
     """Run pretraining for a :class:`TrainConfig`; returns the results dict (rank 0 writes files)."""
+    from transformers import set_seed
+
     from cross4d_core.fileio import write_json_atomic
     from cross4d_core.models import Point4DEncoder, count_parameters
     from cross4d_core.objectives import build_objective
     from cross4d_core.training.checkpoint import save_encoder
     from cross4d_core.training.config import config_to_dict
     from cross4d_core.training.distributed import barrier, init_distributed
-    from cross4d_core.training.rng import seed_everything
     from cross4d_core.training.trainer import Trainer
 
     info = init_distributed(config.device)
-    seed_everything(config.seed)
+    set_seed(config.seed)
     model_config = build_model_config(config.model)
     encoder = Point4DEncoder(model_config)
     options = dict(config.objective.options)

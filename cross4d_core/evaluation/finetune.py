@@ -1,4 +1,4 @@
-"""Label-efficient fine-tuning (METHOD.md protocol 2): stratified label subsets, light
+"""Label-efficient fine-tuning (the paper's label-efficiency protocol): stratified label subsets, light
 augmentation, and a classification module trained by the shared :class:`Trainer`."""
 from __future__ import annotations
 

@@ -86,7 +86,7 @@ def segmentation_metrics(confusion: torch.Tensor) -> dict[str, float]:
 def correspondence_accuracy(features: torch.Tensor, points: torch.Tensor, track: torch.Tensor,
                             gaps: tuple[int, ...] = (8, 15), threshold: float = 0.02,
                             chunk: int = 4) -> dict[int, tuple[int, int]]:
-    """Temporal correspondence by nearest-feature matching (METHOD.md protocol 5).
+    """Temporal correspondence by nearest-feature matching (the paper's temporal-correspondence protocol).
 
     For every frame pair ``(t, t + g)`` and every point of frame t whose track id also
     occurs in frame t + g, the match is the point of frame t + g with the most similar

@@ -1,5 +1,5 @@
 """Evaluation protocols end to end on datasets: linear probe / transfer and label-efficient
-fine-tuning (METHOD.md protocols 1-3). Results are JSON-serialisable dicts."""
+fine-tuning (the paper's clip-level protocols: linear probe, label efficiency, full fine-tuning). Results are JSON-serialisable dicts."""
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,4 +1,4 @@
-"""Per-point probes on frozen per-point features: part segmentation (METHOD.md protocol 4)
+"""Per-point probes on frozen per-point features: part segmentation (the paper's per-point protocol)
 and temporal correspondence (protocol 5), both over clips with ground-truth ``part`` /
 ``track`` arrays (``ClipDataset.get_clip``)."""
 from __future__ import annotations

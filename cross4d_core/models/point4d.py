@@ -1,4 +1,4 @@
-"""POINT4D: the geometry-only 4D student (METHOD.md "Student").
+"""POINT4D: the geometry-only 4D student (the student of arXiv 2607.00514).
 
 Two PointNet++-style set-abstraction levels run on every frame on its own (no
 dependence on the frame's position in the window, so a streaming node can cache them),

@@ -1,4 +1,4 @@
-"""Loss terms of the distillation objectives (METHOD.md "Token matching and loss")."""
+"""Loss terms of the distillation objectives (arXiv 2607.00514: token matching and loss)."""
 from __future__ import annotations
 
 import torch

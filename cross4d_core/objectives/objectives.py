@@ -1,4 +1,4 @@
-"""Pretraining objectives on one POINT4D encoder (METHOD.md "Token matching and loss", "Baselines").
+"""Pretraining objectives on one POINT4D encoder (arXiv 2607.00514: token matching, loss and baselines).
 
 Each objective is an ``nn.Module`` with ``forward(batch) -> ObjectiveOutput`` and an
 ``after_step()`` hook the trainer calls after every optimiser step. ``batch`` is a typed

@@ -1,4 +1,4 @@
-"""The results report: the paper's tables (METHOD.md "Evaluation protocols") filled from
+"""The results report: the paper's tables (the evaluation protocols of arXiv 2607.00514) filled from
 results JSONs, rendered as Markdown, with optional PNG figures.
 
 * Table 1: linear-probe accuracy, dataset x {random, global, intra, dense} (+ teacher).

@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 @dataclass
 class OptimConfig:
-    """AdamW with a linear warm-up followed by a cosine decay (METHOD.md "Training")."""
+    """AdamW with a linear warm-up followed by a cosine decay (the paper's optimiser: AdamW, lr 5e-4, weight decay 1e-4, 5% warm-up)."""
 
     lr: float = 5e-4
     weight_decay: float = 1e-4

@@ -1,7 +1,7 @@
 """Capture and restore the RNG states of python, numpy, torch and CUDA as tensors.
 
 The states are stored in a checkpoint's ``rng.safetensors`` so a resumed run draws the
-same random numbers as an uninterrupted one.
+same random numbers as an uninterrupted one. Seeding itself is ``transformers.set_seed``.
 """
 from __future__ import annotations
 
@@ -9,13 +9,6 @@ import random
 
 import numpy as np
 import torch
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def capture_rng_state() -> dict[str, torch.Tensor]:

@@ -1,4 +1,10 @@
-"""Learning-rate schedule: linear warm-up then cosine decay (METHOD.md "Training")."""
+"""Learning-rate schedule: linear warm-up then cosine decay (the paper's optimiser schedule).
+
+Kept rather than ``transformers.get_cosine_schedule_with_warmup`` / torch's ``LambdaLR``: those
+are stateful schedulers whose step count would have to be checkpointed beside the optimiser,
+while here the rate is a pure function of the step a resumed run already restores; and their
+warm-up starts at lr 0, an optimisation step that does nothing.
+"""
 from __future__ import annotations
 
 import math

@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
+from transformers import set_seed
 
 from cross4d_core.training.checkpoint import (
     latest_checkpoint,
@@ -43,7 +44,7 @@ from cross4d_core.training.distributed import (
     barrier,
     init_distributed,
 )
-from cross4d_core.training.rng import capture_rng_state, restore_rng_state, seed_everything
+from cross4d_core.training.rng import capture_rng_state, restore_rng_state
 from cross4d_core.training.schedule import warmup_cosine_lr
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ class Trainer:
         else:
             log.warning("checkpoint %s was written by %s ranks, resuming on %d: RNG streams reseeded",
                         path, state.get("world_size"), self.dist.world_size)
-            seed_everything(self.config.seed + self.dist.rank + 7919 * state["step"])
+            set_seed((self.config.seed + self.dist.rank + 7919 * state["step"]) % 2**32)
         epoch, batch = state["epoch"], state["batch_in_epoch"]
         if batch >= self.steps_per_epoch:
             epoch, batch = epoch + 1, 0
@@ -260,7 +261,7 @@ class Trainer:
         if resume:
             epoch, start_batch, step, resumed_from = self._resume(resume)
         else:
-            seed_everything(cfg.seed + self.dist.rank)
+            set_seed(cfg.seed + self.dist.rank)
             epoch, start_batch, step, resumed_from = 0, 0, 0, None
         writer = None
         if self.dist.is_main and cfg.tensorboard:

@@ -1,6 +1,6 @@
 """DeformingThings4D reader (``.anime`` animations) with exact point tracks.
 
-``.anime`` layout (little-endian, DATA-FORMATS.md, rabbityl/DeformingThings4D README): int32
+``.anime`` layout (little-endian, rabbityl/DeformingThings4D README): int32
 ``nf, nv, nt``; float32 ``[nv, 3]`` frame-0 vertices; int32 ``[nt, 3]`` triangles; float32
 ``[nf-1, nv, 3]`` displacements of frames 1..nf-1 relative to frame 0.
 

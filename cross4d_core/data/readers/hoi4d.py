@@ -1,7 +1,7 @@
 """HOI4D benchmark files: action segmentation (per-frame labels) and 4D semantic
 segmentation (per-point labels).
 
-Both releases are HDF5 files of whole sequences (DATA-FORMATS.md), with datasets
+Both releases are HDF5 files of whole sequences, with datasets
 ``pcd`` ``[N, T, P, 3]`` float (metres: Open3D back-projection of the mm depth) and
 ``center`` ``[N, T, 3]`` (per-frame centroid), plus
 

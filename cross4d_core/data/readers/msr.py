@@ -1,6 +1,6 @@
 """MSR-Action3D reader: raw depth ``.bin`` files and the legacy ``point_clouds`` ``.npz``.
 
-Layouts (DATA-FORMATS.md): ``aXX_sYY_eZZ_sdepth.bin`` = three little-endian uint32
+Layouts (the dataset's public releases): ``aXX_sYY_eZZ_sdepth.bin`` = three little-endian uint32
 ``num_frames, width, height`` then ``num_frames*height*width`` little-endian uint32
 depths in millimetres, frame-major then row-major. Pixels with depth > 0 are
 back-projected with f = 280 and the principal point at the image centre. The legacy

@@ -1,6 +1,6 @@
 """NTU-RGB+D 60 reader: masked depth PNGs and the legacy ``data`` ``.npz``.
 
-Layouts (DATA-FORMATS.md): ``nturgb+d_depth_masked/SsssCcccPpppRrrrAaaa/MDepth-%08d.png``,
+Layouts (the dataset's public releases): ``nturgb+d_depth_masked/SsssCcccPpppRrrrAaaa/MDepth-%08d.png``,
 16-bit PNG (depth in millimetres, background 0), back-projected with principal point
 (256, 212) and f = 280 as in the public conversion. Frames are ordered by the number in
 their file name (no start index is assumed) and stamped by it:

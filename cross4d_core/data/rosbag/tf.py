@@ -1,4 +1,9 @@
-"""Static transforms of a recording (``/tf_static``): quaternion <-> matrix and the frame tree."""
+"""Static transforms of a recording (``/tf_static``): quaternion <-> matrix and the frame tree.
+
+The two quaternion conversions are written out (tested against scipy's ``Rotation``): no runtime
+dependency of the package provides them (scipy is a development dependency only), and they
+are two closed-form expressions.
+"""
 from __future__ import annotations
 
 from collections import defaultdict, deque
