@@ -31,18 +31,19 @@ TORCH_THREADS = 1
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _checkpoint(directory: Path):
+def _recognizer(directory: Path):
+    """A random paper-size recognizer of T x N windows, saved in ``directory`` (the node takes T and N from it)."""
     import torch
 
     from cross4d_core.data.synthetic import ACTION_NAMES
-    from cross4d_core.models import Point4DConfig, Point4DEncoder
-    from cross4d_core.training.checkpoint import save_classifier, save_encoder
+    from cross4d_core.models import Point4DConfig, Recognizer, RecognizerConfig
 
     torch.manual_seed(0)
-    encoder = Point4DEncoder(Point4DConfig()).eval()
-    save_encoder(directory, encoder, model_id="bench-random-paper-size")
-    save_classifier(directory, torch.nn.Linear(encoder.hidden_size, len(ACTION_NAMES)), list(ACTION_NAMES))
-    return encoder
+    config = RecognizerConfig(model_config=Point4DConfig(), label_names=list(ACTION_NAMES), num_frames=T,
+                              num_points=N, model_id="bench-random-paper-size")
+    recognizer = Recognizer(config).eval()
+    recognizer.save_pretrained(directory)
+    return recognizer
 
 
 def _frames(count: int) -> list[np.ndarray]:
@@ -51,24 +52,25 @@ def _frames(count: int) -> list[np.ndarray]:
     return synthetic_video(0, 0, 6, 0, frames=count).points
 
 
-def _model_times(report, encoder, frames):
+def _model_times(report, recognizer, frames):
     import torch
 
-    from cross4d_ros.frame_cache import FrameEncodingCache
-    from cross4d_ros.preprocess import FramePreprocessor
+    from cross4d_core.frame_cache import FrameEncodingCache
+    from cross4d_core.preprocess import FramePreprocessor, frame_rng
 
     prep = FramePreprocessor(N, np.eye(4))
-    clip = torch.from_numpy(np.stack([prep(f, seed=i)[0] for i, f in enumerate(frames)]))
+    clip = torch.from_numpy(np.stack([prep(f, frame_rng(i)).points for i, f in enumerate(frames)]))
     window = clip[:T]
     with torch.no_grad():
-        full = report.time("model: window recomputed (24x2048)", lambda: encoder(window[None]), repeats=5, warmup=1)
-    cache = FrameEncodingCache(encoder, T + 1)
+        full = report.time("model: window recomputed (24x2048)", lambda: recognizer(window[None]), repeats=5,
+                           warmup=1)
+    cache = FrameEncodingCache(recognizer.encoder, T + 1)
     state = {"start": 0}
 
     def next_window():
         start = state["start"] = (state["start"] + 1) % (len(clip) - T)
         keys = list(range(start, start + T))
-        cache.encode(keys, clip[start:start + T])
+        recognizer.classify(cache.encode(keys, clip[start:start + T]))
 
     cache.encode(list(range(T)), window)
     cached = report.time("model: window with per-frame cache (1 new frame)", next_window, repeats=10, warmup=1)
@@ -156,13 +158,13 @@ def _run(report) -> None:
     from cross4d_ros.replay import wait_until
 
     with tempfile.TemporaryDirectory() as tmp:
-        encoder = _checkpoint(Path(tmp))
+        recognizer = _recognizer(Path(tmp))
         frames = _frames(48)
-        _model_times(report, encoder, frames)
+        _model_times(report, recognizer, frames)
         node = subprocess.Popen(
             [sys.executable, str(ROOT / "scripts" / "perception_node"), "--ros-args", "-r", "__ns:=/bench_ros",
-             "-p", "cloud_topic:=points", "-p", f"checkpoint:={tmp}", "-p", f"window_length:={T}",
-             "-p", f"num_points:={N}", "-p", "qos_input_reliability:=reliable", "-p", "diagnostics_period:=0.5",
+             "-p", "cloud_topic:=points", "-p", f"checkpoint:={tmp}", "-p", "qos_input_reliability:=reliable",
+             "-p", "diagnostics_period:=0.5",
              "-p", f"torch_threads:={TORCH_THREADS}",
              "--log-level", "warn"],
             env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -308,16 +308,21 @@ def _teacher(report: Report, ctx: Context, kind: str, model: torch.nn.Module) ->
 
 
 def section_perception(report: Report, ctx: Context) -> None:
-    """Sliding windows at stride 1 through the node's per-frame cache, and without it."""
-    from cross4d_core.models import Point4DEncoder
+    """Sliding windows at stride 1 the way perception_node runs them (a random recognizer saved and
+    loaded from its directory, per-frame cache, head), and without the cache."""
     from cross4d_core.frame_cache import FrameEncodingCache
+    from cross4d_core.models import Recognizer, RecognizerConfig
 
     config, device, sizes = ctx.sizes.model_config(), ctx.device, ctx.sizes
     torch.manual_seed(0)
-    encoder = Point4DEncoder(config).to(device).eval()
     T = config.num_frames
+    labels = [f"action{c}" for c in range(20)]  # MSR-Action3D's 20 classes
+    directory = Recognizer(RecognizerConfig(model_config=config, label_names=labels, num_frames=T,
+                                            num_points=config.num_points, model_id="gpu-check-random")
+                           ).save_pretrained(ctx.tmp / "recognizer")
+    recognizer = Recognizer.from_pretrained(directory, device)
     frames = torch.rand(T + sizes.windows + 1, config.num_points, 3) * torch.tensor([0.8, 1.8, 0.5])
-    cache = FrameEncodingCache(encoder, T + 1)
+    cache = FrameEncodingCache(recognizer.encoder, T + 1)
     for cached in (True, False):
         position = iter(range(sizes.windows + 1))
 
@@ -325,8 +330,9 @@ def section_perception(report: Report, ctx: Context) -> None:
             w = next(position)
             points = frames[w:w + T].to(device)  # like the node: each window's points go to the device
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                out = cache.encode(list(range(w, w + T)), points) if cached else encoder(points[None])
-            out.clip_feature.float().cpu()
+                out = recognizer.classify(cache.encode(list(range(w, w + T)), points)) if cached \
+                    else recognizer(points[None])
+            out.logits.float().cpu()
             _sync(device)
 
         report.time(f"window {T}x{config.num_points}, stride 1, " + ("per-frame cache" if cached else "no cache"),

@@ -259,14 +259,17 @@ class Demo:
     def ros(self, bag: Path, recorded: list[dict], checkpoint: Path) -> dict:
         self.step("perception_node (dense checkpoint, converged probe head) on the replayed bag: rclpy over DDS "
                   "on localhost")
+        from cross4d_core.cli.evaluate import RECOGNIZER_DIR
         from cross4d_core.data.rosbag import T_COLOR_FROM_OPTICAL, T_LINK_FROM_COLOR
+        from cross4d_core.models import RecognizerConfig
         from cross4d_ros.demo_replay import replay_bag_through_node
 
         start = time.perf_counter()
-        label_names = json.loads((checkpoint / "config.json").read_text())["label_names"]
+        recognizer = checkpoint / RECOGNIZER_DIR  # what `cross4d probe` wrote
+        label_names = RecognizerConfig.from_pretrained(recognizer).label_names
         # The bag's clouds are in camera_link; the model was trained in the optical frame.
         optical_from_link = np.linalg.inv(T_LINK_FROM_COLOR @ T_COLOR_FROM_OPTICAL)
-        ros = replay_bag_through_node(bag, recorded, checkpoint, self.work / "ros", window_length=FRAMES,
+        ros = replay_bag_through_node(bag, recorded, recognizer, self.work / "ros", window_length=FRAMES,
                                       stride=NODE_STRIDE, num_points=POINTS, points_transform=optical_from_link,
                                       label_names=label_names)
         print(f"  {'video':<14} {'ground truth':<14} recognised (one per window)")

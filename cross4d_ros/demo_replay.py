@@ -55,9 +55,9 @@ def replay_bag_through_node(bag: Path, recorded: list[dict], checkpoint: Path, w
     Args:
         bag: rosbag2 directory written by :func:`cross4d_core.data.rosbag.write_synthetic_bag`.
         recorded: its ``recorded`` list (per-video id, label, stamp range in ns): the ground truth.
-        checkpoint: recognizer directory (``cross4d pretrain`` + ``cross4d probe``).
+        checkpoint: recognizer directory (``cross4d probe``'s ``<out>/recognizer``).
         work: where the node's log goes.
-        window_length / stride / num_points: the node's windowing (as the model was trained).
+        window_length / stride / num_points: the node's windowing (T and N are checked against the recognizer's).
         points_transform: ``[4, 4]`` transform from the bag's cloud frame to the training frame.
         rate_hz: clouds per second of wall time.
 

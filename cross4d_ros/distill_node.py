@@ -29,12 +29,12 @@ from cross4d_core.types import Clip
 from cross4d_core.windowing import Window
 from cross4d_ros.messages import make_image, make_pointcloud2, stamp_msg
 from cross4d_ros.params import Param
-from cross4d_ros.stream_node import StreamNode, as_matrix, run_node
+from cross4d_ros.stream_node import WINDOW_PARAMS, StreamNode, as_matrix, run_node
 from cross4d_ros.torch_setup import TORCH_PARAMS, configure_torch
 
 _IDENTITY = [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
 
-DISTILL_PARAMS = TORCH_PARAMS + [
+DISTILL_PARAMS = WINDOW_PARAMS + TORCH_PARAMS + [
     Param("teacher_kind", "dinov2", "frozen teacher family", read_only=True, choices=("dinov2", "vjepa2")),
     Param("teacher_model", "", "teacher model directory (save_pretrained) or Hugging Face id in the local cache",
           read_only=True, required=True),

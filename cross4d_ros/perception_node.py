@@ -1,10 +1,17 @@
 """perception_node: streaming 4D recognition.
 
-clouds -> windows of T frames -> POINT4D student (per-frame tokens cached across
-overlapping windows) -> ``~/actions`` (ActionRecognition, top-k labels) and
-``~/point_embeddings`` (PointEmbeddings of the newest frame: x, y, z, PCA rgb, embedding)
-plus a DiagnosticArray on ``/diagnostics``. It needs no camera: it declares no image
-topics (distill_node does).
+clouds -> windows of T frames x N points -> recognizer (POINT4D encoder, per-frame tokens
+cached across overlapping windows, and its linear head) -> ``~/actions`` (ActionRecognition,
+top-k labels) and ``~/point_embeddings`` (PointEmbeddings of the newest frame: x, y, z, PCA
+rgb, embedding) plus a DiagnosticArray on ``/diagnostics``. It needs no camera: it declares
+no image topics (distill_node does).
+
+T and N come from the recognizer (:class:`~cross4d_core.models.Recognizer`, its
+``config.json``): its head was fitted on T x N windows. The ``window_length`` /
+``num_points`` parameters default to 0 (= the recognizer's); any other value is a check
+that must equal the recognizer's, and a node given a different one does not start (a
+parameter error naming both values), so a launch file written for one model cannot
+silently feed another the wrong windows.
 """
 from __future__ import annotations
 
@@ -16,19 +23,24 @@ from std_msgs.msg import Header
 
 from cross4d.msg import ActionRecognition, PointEmbeddings
 from cross4d_core.colours import pca_colours
+from cross4d_core.errors import CheckpointError
 from cross4d_core.frame_cache import FrameEncodingCache
-from cross4d_core.models import Point4DOutput
+from cross4d_core.models import Point4DOutput, Recognizer
 from cross4d_core.windowing import Window
 from cross4d_ros.messages import make_action_recognition, make_point_embeddings, stamp_msg
-from cross4d_ros.params import Param
+from cross4d_ros.params import Param, ParameterError
 from cross4d_ros.stream_node import StreamNode, run_node
 from cross4d_ros.torch_setup import TORCH_PARAMS, configure_torch
 
-#: Parameters of every node that runs a torch model.
+#: perception_node's own parameters (declared after the stream parameters).
 PERCEPTION_PARAMS = TORCH_PARAMS + [
-    Param("checkpoint", "", "checkpoint directory (encoder.safetensors, classifier.safetensors, config.json)",
-          read_only=True, required=True),
-    Param("labels", [""], "label names overriding the checkpoint's ([''] = use the checkpoint's)", read_only=True),
+    Param("checkpoint", "", "recognizer directory (config.json + model.safetensors; `cross4d probe` writes "
+          "<out>/recognizer/)", read_only=True, required=True),
+    Param("window_length", 0, "T, frames per window: 0 = the recognizer's num_frames; any other value must equal "
+          "it (a check: the head was fitted on such windows)", read_only=True, min=0, max=1024),
+    Param("num_points", 0, "N, points per frame fed to the model (random subset or repeat-pad): 0 = the "
+          "recognizer's num_points; any other value must equal it", read_only=True, min=0, max=1_000_000),
+    Param("labels", [""], "label names overriding the recognizer's ([''] = use the recognizer's)", read_only=True),
     Param("publish_embeddings", True, "publish ~/point_embeddings (N x D x 4 bytes per window)"),
     Param("embedding_max_points", 0, "at most this many points in ~/point_embeddings; 0 = all", min=0,
           max=1_000_000),
@@ -37,30 +49,21 @@ PERCEPTION_PARAMS = TORCH_PARAMS + [
 
 
 class PerceptionNode(StreamNode):
-    def __init__(self, **kwargs) -> None:
-        super().__init__("perception_node", **kwargs)
-        from cross4d_core.training.checkpoint import CheckpointError, load_recognizer
+    recognizer: Recognizer  # loaded by window_shape(), which StreamNode.__init__ calls
 
+    def __init__(self, **kwargs) -> None:
+        super().__init__("perception_node", **kwargs)  # loads the recognizer (window_shape)
         p = self.params
         self.device = configure_torch(p)
-        try:
-            encoder, classifier, label_names, meta = load_recognizer(p["checkpoint"])
-        except (CheckpointError, OSError, ValueError) as exc:
-            raise ValueError(f"parameter 'checkpoint' = {p['checkpoint']!r}: {exc}") from exc
-        if classifier is None:
-            raise ValueError(f"checkpoint {p['checkpoint']}: no classifier.safetensors (run `cross4d probe`)")
-        self.encoder = encoder.to(self.device).eval()
-        self.classifier = classifier.to(self.device).eval()
+        self.recognizer = self.recognizer.to(self.device)
+        config = self.recognizer.config
         labels = [s for s in p["labels"] if s]
-        num_classes = self.classifier.out_features
-        if labels and len(labels) != num_classes:
-            raise ValueError(f"parameter 'labels' has {len(labels)} names, the classifier has {num_classes} classes")
-        self.label_names = labels or list(label_names)
-        if len(self.label_names) != num_classes:
-            raise ValueError(f"checkpoint {p['checkpoint']}: {len(self.label_names)} label names for "
-                             f"{num_classes} classes")
-        self.model_id = str(meta.get("model_id", p["checkpoint"]))
-        self.cache = FrameEncodingCache(self.encoder, p["window_length"] + p["stride"])
+        if labels and len(labels) != config.num_classes:
+            raise ValueError(f"parameter 'labels' has {len(labels)} names, the recognizer has {config.num_classes} "
+                             "classes")
+        self.label_names = labels or config.label_names
+        self.model_id = config.model_id or p["checkpoint"]
+        self.cache = FrameEncodingCache(self.recognizer.encoder, self.window_length + p["stride"])
         # Cumulative time up to the ActionRecognition publish (encoder + classifier; a frame is
         # preprocessed once, on arrival) and of the PointEmbeddings part, for diagnostics and the benchmark.
         self.inference_ms_total = self.embeddings_ms_total = 0.0
@@ -69,12 +72,30 @@ class PerceptionNode(StreamNode):
         self.embeddings_pub = self.create_publisher(PointEmbeddings, "~/point_embeddings", self.output_qos,
                                                     event_callbacks=self.publisher_events())
         self.get_logger().info(
-            f"model {self.model_id} on {self.device}: {num_classes} classes, windows of "
-            f"{p['window_length']} x {p['num_points']} points every {p['stride']} frames from {p['cloud_topic']}"
+            f"model {self.model_id} on {self.device}: {config.num_classes} classes, windows of "
+            f"{self.window_length} x {self.num_points} points (the recognizer's) every {p['stride']} frames "
+            f"from {p['cloud_topic']}"
         )
 
     def extra_params(self) -> list[Param]:
         return PERCEPTION_PARAMS
+
+    def window_shape(self) -> tuple[int, int]:
+        """The recognizer's ``(num_frames, num_points)``; loads it (on the CPU) from ``checkpoint``
+        and checks the ``window_length`` / ``num_points`` parameters against it."""
+        p = self.params
+        try:
+            self.recognizer = Recognizer.from_pretrained(p["checkpoint"])
+        except CheckpointError as exc:
+            raise ValueError(f"parameter 'checkpoint' = {p['checkpoint']!r}: {exc}") from exc
+        config = self.recognizer.config
+        for name, key in (("window_length", "num_frames"), ("num_points", "num_points")):
+            if p[name] and p[name] != getattr(config, key):
+                raise ParameterError(
+                    f"parameter '{name}' = {p[name]} differs from the recognizer's {key} = {getattr(config, key)} "
+                    f"({p['checkpoint']}): its head was fitted on {config.num_frames} x {config.num_points} windows; "
+                    f"leave '{name}' at 0 to take the recognizer's")
+        return config.num_frames, config.num_points
 
     def diagnostic_values(self) -> dict:
         return {"inference_ms_total": f"{self.inference_ms_total:.1f}",
@@ -90,9 +111,9 @@ class PerceptionNode(StreamNode):
         started = time.perf_counter()
         points = self.model_input(window)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            output = self.cache.encode([(window.sequence, f.stamp_ns) for f in window.frames], points)
-            logits = self.classifier(output.clip_feature)
-        probs = torch.softmax(logits.float(), dim=-1)[0]
+            output = self.recognizer.classify(
+                self.cache.encode([(window.sequence, f.stamp_ns) for f in window.frames], points))
+        probs = torch.softmax(output.logits.float(), dim=-1)[0]
         if not torch.isfinite(probs).all():
             raise ValueError("the model's class scores are not finite; nothing published")
         k = min(self.get_parameter("top_k").value, probs.numel())
@@ -106,13 +127,14 @@ class PerceptionNode(StreamNode):
         self.inference_ms_total += (published - started) * 1e3
 
         if self.get_parameter("publish_embeddings").value:
-            self._publish_embeddings(window, output, points, header)
+            self._publish_embeddings(window, output.encoder_output, points, header)
             self.embeddings_ms_total += (time.perf_counter() - published) * 1e3
 
-    def _publish_embeddings(self, window: Window, output, points: torch.Tensor, header: Header) -> None:
+    def _publish_embeddings(self, window: Window, output: Point4DOutput, points: torch.Tensor,
+                            header: Header) -> None:
         newest = Point4DOutput(token_features=output.token_features[:, -1:], token_centres=output.token_centres[:, -1:],
                                token_point_index=output.token_point_index[:, -1:], clip_feature=output.clip_feature)
-        features = self.encoder.point_features(newest, points[None, -1:])[0, 0].float().cpu().numpy()
+        features = self.recognizer.encoder.point_features(newest, points[None, -1:])[0, 0].float().cpu().numpy()
         # Repeat-padding appends copies after the distinct prefix: publish every source point
         # once (at most embedding_max_points), in source order.
         index = window.frames[-1].model_input.index

@@ -52,10 +52,7 @@ except ImportError:  # Humble: the module was renamed to event_handler in Iron
 STREAM_PARAMS = [
     Param("cloud_topic", "", "PointCloud2 input topic (the clock of the pipeline: frames are keyed on it)",
           read_only=True, required=True),
-    Param("window_length", 24, "T, frames per window", read_only=True, min=1, max=1024),
     Param("stride", 1, "a window is processed every `stride` new frames", read_only=True, min=1, max=1024),
-    Param("num_points", 2048, "N, points per frame fed to the model (random subset or repeat-pad)",
-          read_only=True, min=1, max=1_000_000),
     Param("max_frame_gap", DEFAULT_MAX_FRAME_GAP_S, "a longer step between consecutive cloud stamps (s) restarts "
           "the window (a sensor dropout must not join two stretches of time); 0 = never", read_only=True,
           min=0.0, max=1e6),
@@ -79,6 +76,14 @@ STREAM_PARAMS = [
           "counted as skipped); false = compute every window"),
     Param("warn_throttle", 5.0, "at most one warning per kind of problem every this many seconds",
           min=0.0, max=3600.0),
+]
+
+#: The window shape of nodes that choose it (distill_node); perception_node takes it from its
+#: recognizer (:meth:`StreamNode.window_shape`).
+WINDOW_PARAMS = [
+    Param("window_length", 24, "T, frames per window", read_only=True, min=1, max=1024),
+    Param("num_points", 2048, "N, points per frame fed to the model (random subset or repeat-pad)",
+          read_only=True, min=1, max=1_000_000),
 ]
 
 #: Parameters of nodes that pair clouds with camera images (``StreamNode.pairs_images``).
@@ -137,8 +142,10 @@ class _DropOldestQueue:
 
 
 class StreamNode(Node):
-    """Base class: subclasses define ``extra_params()`` and ``process_window(window)``; those that
-    use camera images set ``pairs_images = True`` (and get :data:`PAIRING_PARAMS`)."""
+    """Base class: subclasses define ``extra_params()`` and ``process_window(window)``, and
+    ``window_shape()`` where T and N do not come from the :data:`WINDOW_PARAMS` (perception_node:
+    from its recognizer); those that use camera images set ``pairs_images = True`` (and get
+    :data:`PAIRING_PARAMS`)."""
 
     pairs_images = False
 
@@ -150,9 +157,10 @@ class StreamNode(Node):
         self.image_topic = p.get("image_topic", "")
         self.camera_info_topic = p.get("camera_info_topic", "")
         self.stats = StreamStats()
-        self.preprocess = FramePreprocessor(p["num_points"], as_matrix(p["points_transform"], "points_transform"),
+        self.window_length, self.num_points = self.window_shape()
+        self.preprocess = FramePreprocessor(self.num_points, as_matrix(p["points_transform"], "points_transform"),
                                             p["range_min"], p["range_max"])
-        self.window_buffer = WindowBuffer(p["window_length"], p["stride"], seconds_to_ns(p["max_frame_gap"]))
+        self.window_buffer = WindowBuffer(self.window_length, p["stride"], seconds_to_ns(p["max_frame_gap"]))
         depth = p["queue_depth"]
         self.pairer = FramePairer(seconds_to_ns(p.get("sync_tolerance", 0.0)), depth, images=bool(self.image_topic),
                                   camera_infos=bool(self.camera_info_topic))
@@ -180,7 +188,14 @@ class StreamNode(Node):
 
     # -- to be provided by subclasses -------------------------------------------------
     def extra_params(self) -> list[Param]:
-        return []
+        """The node's own parameters (declared after :data:`STREAM_PARAMS`). Default: :data:`WINDOW_PARAMS`."""
+        return WINDOW_PARAMS
+
+    def window_shape(self) -> tuple[int, int]:
+        """``(T, N)``: frames per window and points per frame, asked once by ``__init__`` after the
+        parameters are declared. Default: the ``window_length`` / ``num_points`` parameters
+        (:data:`WINDOW_PARAMS`)."""
+        return self.params["window_length"], self.params["num_points"]
 
     def process_window(self, window: Window) -> None:
         raise NotImplementedError

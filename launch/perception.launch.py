@@ -1,6 +1,7 @@
-"""Launch perception_node: `ros2 launch cross4d perception.launch.py checkpoint:=/path/to/ckpt`.
+"""Launch perception_node: `ros2 launch cross4d perception.launch.py checkpoint:=RUN/recognizer`.
 
-Arguments: config (parameter YAML), checkpoint, use_sim_time (set on every node via
+Arguments: config (parameter YAML), checkpoint (a recognizer directory: the node takes its
+window length T and points per frame N from it), use_sim_time (set on every node via
 SetParameter), namespace, and the input topic as a remapping (cloud). Perception needs no
 camera, so there are no image / camera_info arguments.
 Works on Humble, Jazzy and Kilted (only launch / launch_ros API present in all three).
@@ -24,7 +25,8 @@ def generate_launch_description() -> LaunchDescription:
     default_config = os.path.join(get_package_share_directory("cross4d"), "config", "perception.yaml")
     args = [
         DeclareLaunchArgument("config", default_value=default_config, description="node parameter YAML"),
-        DeclareLaunchArgument("checkpoint", description="checkpoint directory (encoder + classifier + config.json)"),
+        DeclareLaunchArgument("checkpoint", description="recognizer directory (config.json + model.safetensors, "
+                              "`cross4d probe` writes <out>/recognizer/)"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replay)"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
         DeclareLaunchArgument("cloud", default_value="points", description="PointCloud2 topic"),

@@ -199,15 +199,14 @@ def model_input(points, stamps_ns):
 def train_tiny_recognizer(directory, steps: int = 100) -> list[str]:
     """Fit a tiny POINT4D + linear head on the sliding-window clips (``ClipDataset``, a new epoch of
     point samples every step) of two repetitions per action and save it as a recognizer
-    checkpoint; returns the label names. Asserts it fits its data."""
+    (WINDOW x POINTS windows); returns the label names. Asserts it fits its data."""
     import tempfile
 
     import torch
 
     from cross4d_core.data import ClipDataset, DatasetWriter
     from cross4d_core.data.synthetic import ACTION_NAMES
-    from cross4d_core.models import Point4DConfig, Point4DEncoder
-    from cross4d_core.training.checkpoint import save_classifier, save_encoder
+    from cross4d_core.models import Point4DConfig, Point4DEncoder, Recognizer, RecognizerConfig
 
     torch.manual_seed(0)
     names = [ACTION_NAMES[a] for a in ACTIONS]
@@ -240,6 +239,7 @@ def train_tiny_recognizer(directory, steps: int = 100) -> list[str]:
         with torch.no_grad():
             accuracy = (head(encoder(x).clip_feature).argmax(1) == y).float().mean().item()
     assert accuracy >= 0.95, f"tiny recognizer did not fit the synthetic windows (accuracy {accuracy:.2f})"
-    save_encoder(directory, encoder, model_id="tiny-synthetic-test")
-    save_classifier(directory, head, names)
+    config = RecognizerConfig(model_config=config, label_names=names, num_frames=WINDOW, num_points=POINTS,
+                              model_id="tiny-synthetic-test")
+    Recognizer(config, encoder, head.eval()).save_pretrained(directory)
     return names

@@ -1,6 +1,6 @@
 """End to end through the CLI on real parts: synthetic dataset on disk (H5) -> target cache
 precomputed with a tiny random DINOv2 (H2) -> ``cross4d pretrain`` (dense, tiny POINT4D)
--> ``probe`` / ``transfer`` / ``segment`` / ``finetune`` -> the recognizer directory."""
+-> ``probe`` / ``transfer`` / ``segment`` / ``finetune`` -> the recognizer directory (``<out>/recognizer``)."""
 from __future__ import annotations
 
 import json
@@ -53,10 +53,11 @@ def test_pretrain_dense_then_resume(world, capsys):
     assert main(pretrain_args(root, out, "--resume", "--set", "max_steps=5")) == 0
     res = json.loads((out / "pretrain_results.json").read_text())
     assert res["steps"] == 5 and res["resumed_from"].endswith("step_00000003")
-    from cross4d_core.training import load_recognizer
+    from cross4d_core.training import load_encoder
 
-    encoder, head, labels, meta = load_recognizer(out)
-    assert head is None and meta["model_id"] == "point4d-dense-dense" and meta["model_config"]["hidden_size"] == 32
+    _, meta = load_encoder(out)
+    assert meta["model_id"] == "point4d-dense-dense" and meta["model_config"]["hidden_size"] == 32
+    assert meta["objective"] == "dense" and not (out / "recognizer").exists()  # the probe makes the recognizer
 
 
 def test_pretrain_none_exports_the_random_encoder(world):
@@ -103,25 +104,41 @@ def test_pretrain_intra_on_clips_then_probe_transfer_segment_finetune(world, cap
     assert padded["test"]["videos"] == 6 and len(padded["test_data"]["short_videos"]) == 6
     assert padded["test_data"]["short_videos"][0]["num_frames"] == 10
     assert padded["test_data"]["short_video_policy"] == "pad" and "paper_probe" not in padded
+    from cross4d_core.models import Recognizer
+
+    # The recognizer records the window its head was fitted on (12 frames), not the encoder's 4.
+    assert Recognizer.from_pretrained(root / "padded" / "recognizer").config.num_frames == 12
     assert main(["probe", "--checkpoint", str(out), "--dataset", str(data), "--set", "device=cpu",
                  "--set", "data.frames=12", "--set", "data.short_video=report", "--out", str(root / "reported")]) == 1
     assert "split 'train' gives no 12-frame clips (6 videos, 6 short videos with short_video='report'" \
         in capsys.readouterr().err
-    from cross4d_core.training import load_recognizer
+    from cross4d_core.training import load_encoder
 
-    encoder, head, labels, meta = load_recognizer(out)
-    assert labels == res["label_names"] and head.out_features == 3 and meta["frames"] == 4
-    assert meta["normalisation"]["generator"] == "cross4d synthetic"
+    recognizer = Recognizer.from_pretrained(out / "recognizer")
+    config, provenance = recognizer.config, recognizer.config.provenance
+    assert res["recognizer"] == str((out / "recognizer").resolve())
+    assert config.label_names == res["label_names"] and recognizer.head.out_features == 3
+    assert (config.num_frames, config.num_points) == (4, 64) and config.model_id == "point4d-intra-intra"
+    assert provenance.normalisation["generator"] == "cross4d synthetic" and provenance.objective == "intra"
+    assert (provenance.source_checkpoint, provenance.dataset) == (str(out.resolve()), str(data.resolve()))
+    assert provenance.probe_l2 == res["probe"]["l2"]
+    assert (provenance.train_accuracy, provenance.test_accuracy) == (res["train"]["video_accuracy"],
+                                                                    res["test"]["video_accuracy"])
+    encoder, _ = load_encoder(out)
+    points = torch.rand(1, 4, 64, 3)
+    with torch.no_grad():
+        assert torch.equal(recognizer.encoder(points).clip_feature, encoder(points).clip_feature)
 
-    # Transfer writes a complete recognizer of its own (the checkpoint's classifier stays).
+    # Transfer writes a recognizer of its own (the checkpoint's stays).
     assert main(["transfer", "--checkpoint", str(out), "--dataset", str(data), "--set", "probe.paper.epochs=5",
                  "--set", "device=cpu"]) == 0
     tdir = out / "transfer_synth"
     assert json.loads((tdir / "transfer_results.json").read_text())["protocol"] == "transfer"
-    enc2, _, _, _ = load_recognizer(tdir)
-    points = torch.rand(1, 4, 64, 3)
+    assert sorted(p.name for p in tdir.iterdir()) == ["recognizer", "transfer_results.json"]
+    transferred = Recognizer.from_pretrained(tdir / "recognizer")
     with torch.no_grad():
-        torch.testing.assert_close(enc2(points).clip_feature, encoder(points).clip_feature)
+        assert torch.equal(transferred.encoder(points).clip_feature, encoder(points).clip_feature)
+        assert torch.equal(Recognizer.from_pretrained(out / "recognizer")(points).logits, recognizer(points).logits)
 
     assert main(["segment", "--checkpoint", str(out), "--dataset", str(data), "--set", "device=cpu",
                  "--set", "segment.probe.paper.epochs=3", "--set", "segment.correspondence_gaps=[1, 3]",

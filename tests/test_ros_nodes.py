@@ -1,6 +1,6 @@
 """perception_node over real DDS on localhost: recognised actions and point embeddings equal
-the offline model's, diagnostics, malformed-input fuzzing, bag replay with use_sim_time,
-parameter validation of the executable."""
+the offline model's, windows of the recognizer's T x N, diagnostics, malformed-input fuzzing,
+bag replay with use_sim_time, parameter validation of the executable."""
 from __future__ import annotations
 
 import os
@@ -30,23 +30,23 @@ def _perception_node(ns, checkpoint, **overrides):
     from cross4d_ros.perception_node import PerceptionNode
 
     # Reliable input (as `ros2 bag play` publishes) so that exact message counts can be asserted;
-    # the sensor-data (best-effort) default is exercised by the distill_node tests.
-    params = {"cloud_topic": "points", "checkpoint": checkpoint, "window_length": WINDOW, "stride": 1,
-              "num_points": POINTS, "top_k": 2, "diagnostics_period": 0.2, "qos_input_reliability": "reliable",
-              "qos_input_depth": 50, **overrides}
+    # the sensor-data (best-effort) default is exercised by the distill_node tests. T and N come
+    # from the recognizer.
+    params = {"cloud_topic": "points", "checkpoint": checkpoint, "stride": 1, "top_k": 2, "diagnostics_period": 0.2,
+              "qos_input_reliability": "reliable", "qos_input_depth": 50, **overrides}
     return PerceptionNode(namespace=ns, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
 
 
 def _offline(checkpoint, window_points):
-    """Reference: the checkpoint's encoder on the whole window (no cache) -> probabilities, newest-frame features."""
-    from cross4d_core.training.checkpoint import load_recognizer
+    """Reference: the recognizer on the whole window (no cache) -> probabilities, newest-frame features."""
+    from cross4d_core.models import Recognizer
 
-    encoder, head, _, _ = load_recognizer(checkpoint)
+    recognizer = Recognizer.from_pretrained(checkpoint)
     with torch.no_grad():
         points = torch.from_numpy(window_points)[None]
-        output = encoder(points)
-        probs = torch.softmax(head(output.clip_feature), -1)[0]
-        features = encoder.point_features(output, points)[0, -1]
+        output = recognizer(points)
+        probs = torch.softmax(output.logits, -1)[0]
+        features = recognizer.encoder.point_features(output.encoder_output, points)[0, -1]
     return probs.numpy(), features.numpy()
 
 
@@ -112,6 +112,59 @@ def test_actions_and_embeddings_match_the_offline_model(rclpy_context, recognize
                                    rtol=1e-4, atol=1e-5)
         assert emb.dim == features.shape[1] and emb.num_frames == WINDOW
         assert [f.name for f in emb.cloud.fields] == ["x", "y", "z", "rgb", "embedding"]
+
+
+@pytest.fixture(scope="module")
+def tiny_recognizer(tmp_path_factory):
+    """A random-weight recognizer of 4-frame windows of 64 points (not the trained one's 4 x 128)."""
+    from cross4d_core.models import Point4DConfig, Recognizer, RecognizerConfig
+
+    torch.manual_seed(0)
+    config = RecognizerConfig(model_config=Point4DConfig.tiny(), label_names=["a", "b", "c"], num_frames=4,
+                              num_points=64, model_id="tiny-4x64")
+    return str(Recognizer(config).eval().save_pretrained(tmp_path_factory.mktemp("tiny") / "recognizer"))
+
+
+def test_the_node_windows_the_recognizers_frames_and_points_without_parameters(rclpy_context, tiny_recognizer):
+    """No window_length / num_points given: the node feeds the recognizer 4 x 64 windows (its
+    config.json), not the parameters' old defaults (24 x 2048)."""
+    from cross4d.msg import ActionRecognition, PointEmbeddings
+    from cross4d_ros.replay import SequencePublisher
+
+    node = _perception_node("/shape", tiny_recognizer, skip_stale_windows=False)
+    assert (node.get_parameter("window_length").value, node.get_parameter("num_points").value) == (0, 0)
+    assert (node.window_length, node.num_points) == (4, 64)
+    inputs = []
+    serve = node.model_input
+    node.model_input = lambda window: inputs.append(serve(window)) or inputs[-1]
+    points, stamps, _ = synthetic_frames(ACTIONS[0], 0)  # 128 points per cloud
+    clouds = 6
+    with NodeHarness(rclpy_context, node) as h:
+        actions = h.subscribe(ActionRecognition, "/shape/perception_node/actions")
+        embeddings = h.subscribe(PointEmbeddings, "/shape/perception_node/point_embeddings")
+        pub = SequencePublisher(h.helper, "/shape/points", reliability="reliable")
+        assert pub.wait_for_subscribers()
+        for i in range(clouds):
+            pub.publish_frame(int(stamps[i]), points[i])
+        assert h.wait_for(lambda: len(actions) == len(embeddings) == clouds - 4 + 1, 20.0), node.stats
+    assert [tuple(x.shape) for x in inputs] == [(4, 64, 3)] * (clouds - 4 + 1)
+    assert all(m.num_frames == 4 and m.model_id == "tiny-4x64" and set(m.labels) <= {"a", "b", "c"} for m in actions)
+    assert all(e.cloud.width * e.cloud.height == 64 and e.num_frames == 4 for e in embeddings)
+
+
+def test_a_window_shape_parameter_that_differs_from_the_recognizer_is_refused(rclpy_context, tiny_recognizer):
+    from cross4d_ros.params import ParameterError
+
+    node = _perception_node("/same", tiny_recognizer, window_length=4, num_points=64)  # equal: accepted
+    node.destroy_node()
+    for name, value, message in (("window_length", 24, "parameter 'window_length' = 24 differs from the "
+                                  "recognizer's num_frames = 4"),
+                                 ("num_points", 2048, "parameter 'num_points' = 2048 differs from the "
+                                  "recognizer's num_points = 64")):
+        with pytest.raises(ParameterError) as refused:
+            _perception_node(f"/refused_{name}", tiny_recognizer, **{name: value})
+        assert str(refused.value).startswith(message) and tiny_recognizer in str(refused.value)
+        assert "\n" not in str(refused.value)
 
 
 def test_a_clip_dataset_item_equals_the_node_model_input_for_the_same_frames(rclpy_context, recognizer, tmp_path):
@@ -202,8 +255,9 @@ def test_a_model_with_non_finite_output_publishes_nothing_and_counts_it(rclpy_co
 
     checkpoint = tmp_path / "nan_head"
     shutil.copytree(recognizer[0], checkpoint)
-    tensors = load_file(checkpoint / "classifier.safetensors")
-    save_file({k: torch.full_like(v, float("nan")) for k, v in tensors.items()}, checkpoint / "classifier.safetensors")
+    tensors = load_file(checkpoint / "model.safetensors")
+    tensors.update({k: torch.full_like(v, float("nan")) for k, v in tensors.items() if k.startswith("head.")})
+    save_file(tensors, checkpoint / "model.safetensors")
     node = _perception_node("/nan", str(checkpoint), skip_stale_windows=False, warn_throttle=0.0)
     points, stamps, _ = synthetic_frames(ACTIONS[0], 0)
     with NodeHarness(rclpy_context, node) as h:
@@ -372,7 +426,10 @@ def test_parameter_errors_stop_the_executable_with_a_clear_message(rclpy_context
         ([], "parameter 'cloud_topic' is required"),
         (["-p", "cloud_topic:=points", "-p", f"checkpoint:={checkpoint}", "-p", "qos_input_reliability:=fast"],
          "'fast' is not one of"),
-        (["-p", "cloud_topic:=points", "-p", "checkpoint:=/nonexistent/ckpt"], "/nonexistent/ckpt"),
+        (["-p", "cloud_topic:=points", "-p", "checkpoint:=/nonexistent/ckpt"],
+         "parameter 'checkpoint' = '/nonexistent/ckpt': /nonexistent/ckpt: no such recognizer directory"),
+        (["-p", "cloud_topic:=points", "-p", f"checkpoint:={checkpoint}", "-p", f"window_length:={WINDOW + 1}"],
+         f"parameter 'window_length' = {WINDOW + 1} differs from the recognizer's num_frames = {WINDOW}"),
         (["-p", "cloud_topic:=points", "-p", f"checkpoint:={checkpoint}", "-p", "stride:=0"], "stride"),
         (["-p", "cloud_topic:=points", "-p", f"checkpoint:={checkpoint}", "-p", "device:=gpu:x"],
          "parameter 'device' = 'gpu:x'"),

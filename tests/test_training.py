@@ -1,5 +1,5 @@
 """Training engine: config loading, schedule, exact resume, NaN stop, atomic checkpoints,
-DDP (2 gloo processes under torchrun) vs one process, recognizer checkpoints."""
+DDP (2 gloo processes under torchrun) vs one process, the pretrained encoder directory."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,6 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from safetensors.torch import save_file
 from torch import nn
 
 from cross4d_core.training import (
@@ -25,8 +24,7 @@ from cross4d_core.training import (
     Trainer,
     latest_checkpoint,
     load_config,
-    load_recognizer,
-    save_classifier,
+    load_encoder,
     save_encoder,
     warmup_cosine_lr,
 )
@@ -298,36 +296,26 @@ def test_ddp_two_gloo_processes_match_one_process(tmp_path):
     assert a["init"] == b["init"] and a["params"] != a["init"]  # same start, and training moved it
 
 
-# ----------------------------------------------------------------------------- recognizer checkpoint
+# ----------------------------------------------------------------------------- pretrained encoder directory
 
 
-def test_recognizer_round_trip(tmp_path):
+def test_pretrained_encoder_round_trip(tmp_path):
     from cross4d_core.models import Point4DConfig, Point4DEncoder
 
     torch.manual_seed(0)
     encoder = Point4DEncoder(Point4DConfig.tiny()).eval()
-    head = nn.Linear(encoder.hidden_size, 3)
-    save_encoder(tmp_path, encoder, model_id="point4d-test", normalisation={"units": "m"})
-    enc_only, cls_none, labels_none, _ = load_recognizer(tmp_path)
-    assert cls_none is None and labels_none == []
-    save_classifier(tmp_path, head, ["wave", "bow", "kick"], extra={"frames": 4})
-    enc2, head2, labels, meta = load_recognizer(tmp_path)
-    assert labels == ["wave", "bow", "kick"] and meta["model_id"] == "point4d-test"
-    assert meta["normalisation"] == {"units": "m"} and meta["frames"] == 4
+    save_encoder(tmp_path, encoder, model_id="point4d-test", normalisation={"units": "m"},
+                 extra={"objective": "dense", "teacher": None})
+    loaded, meta = load_encoder(tmp_path)
+    assert meta == {"model_id": "point4d-test", "model_config": encoder.config.to_dict(),
+                    "normalisation": {"units": "m"}, "objective": "dense", "teacher": None}
     points = torch.rand(2, 4, 64, 3)
     with torch.no_grad():
-        torch.testing.assert_close(head2(enc2(points).clip_feature), head(encoder(points).clip_feature))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["classifier.safetensors", "config.json",
-                                                         "encoder.safetensors"]
-    with pytest.raises(ValueError, match="2 label names"):
-        save_classifier(tmp_path, head, ["a", "b"])
-    save_file({"weight": torch.zeros(3, encoder.hidden_size), "bias": torch.zeros(2)},
-              tmp_path / "classifier.safetensors")
-    with pytest.raises(CheckpointError, match=r"classifier.safetensors: expected tensors weight \[K,C\] and bias \[K\]"):
-        load_recognizer(tmp_path)
+        assert torch.equal(loaded(points).clip_feature, encoder(points).clip_feature)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "encoder.safetensors"]
     (tmp_path / "encoder.safetensors").write_bytes(b"\x00" * 10)
-    with pytest.raises(CheckpointError, match="encoder.safetensors"):
-        load_recognizer(tmp_path)
+    with pytest.raises(CheckpointError, match="encoder.safetensors: corrupt safetensors file"):
+        load_encoder(tmp_path)
 
 
 def test_a_kill_during_checkpoint_deletion_leaves_no_incomplete_checkpoint(tmp_path, monkeypatch):

@@ -1,8 +1,10 @@
 """Evaluation commands on a pretrained checkpoint directory (``cross4d pretrain`` output):
 
-* ``cross4d probe``     linear probe on frozen mean-pooled features; saves the classifier
-                        into the checkpoint directory (what the ROS perception node loads)
-* ``cross4d transfer``  the same probe on another dataset (pretrain on A, probe on B)
+* ``cross4d probe``     linear probe on frozen mean-pooled features; writes the encoder +
+                        probe head as a recognizer, ``<out>/recognizer/`` (what the ROS
+                        perception node serves; out defaults to the checkpoint directory)
+* ``cross4d transfer``  the same probe on another dataset (pretrain on A, probe on B; out
+                        defaults to ``<checkpoint>/transfer_<dataset>``)
 * ``cross4d finetune``  label-efficient fine-tuning, pretrained vs scratch, per label fraction
 * ``cross4d segment``   per-point part probe (mIoU / mAcc / OA) and temporal correspondence
 * ``cross4d robustness`` the clean-feature probe under test-time frame subsampling, point
@@ -19,10 +21,14 @@ from pathlib import Path
 from cross4d_core.cli.train import add_config_arguments
 from cross4d_core.errors import ConfigError
 
+#: Where ``cross4d probe`` / ``transfer`` write the recognizer inside their output directory.
+RECOGNIZER_DIR = "recognizer"
+
 
 def register(subparsers) -> None:
     specs = {
-        "probe": ("linear probe of a pretrained encoder; saves classifier.safetensors", "probe.yaml", run_probe),
+        "probe": ("linear probe of a pretrained encoder; writes OUT/recognizer/ for perception_node", "probe.yaml",
+                  run_probe),
         "transfer": ("cross-domain linear probe (pretrained on A, probed on B)", "probe.yaml", run_transfer),
         "finetune": ("label-efficient fine-tuning over label fractions", "finetune.yaml", run_finetune),
         "segment": ("per-point part probe and temporal correspondence accuracy", "segment.yaml", run_segment),
@@ -102,7 +108,7 @@ class FrozenEvaluation:
 def _probe(args, kind: str) -> int:
     from cross4d_core.evaluation.config import ProbeRunConfig
     from cross4d_core.evaluation.protocols import run_linear_probe
-    from cross4d_core.training.checkpoint import save_classifier, save_encoder
+    from cross4d_core.models import Recognizer, RecognizerConfig, RecognizerProvenance
 
     run = FrozenEvaluation.load(args, ProbeRunConfig)
     labels = run.train.label_names
@@ -111,23 +117,26 @@ def _probe(args, kind: str) -> int:
     default_out = Path(args.checkpoint) if kind == "probe" else \
         Path(args.checkpoint) / f"transfer_{Path(args.dataset).resolve().name}"
     out = Path(args.out) if args.out else default_out
-    if out.resolve() != Path(args.checkpoint).resolve():
-        out.mkdir(parents=True, exist_ok=True)
-        save_encoder(out, run.encoder.cpu(), model_id=run.meta.get("model_id", ""),
-                     normalisation=run.meta.get("normalisation"),
-                     extra={k: v for k, v in run.meta.items() if k not in ("model_config", "label_names")})
-    normalisation = dict(run.train.dataset.manifest.get("normalisation") or {})
-    save_classifier(out, head, labels, extra={"normalisation": normalisation,
-                                              "probe_data": str(Path(args.dataset).resolve()),
-                                              "frames": run.train.frames, "num_points": run.train.num_points})
+    provenance = RecognizerProvenance(
+        source_checkpoint=str(Path(args.checkpoint).resolve()), objective=run.meta.get("objective"),
+        teacher=run.meta.get("teacher"), pretrain_data=run.meta.get("pretrain_data"),
+        dataset=str(Path(args.dataset).resolve()),
+        normalisation=dict(run.train.dataset.manifest.get("normalisation") or {}),
+        probe_l2=results["probe"].get("l2"), train_accuracy=results["train"]["video_accuracy"],
+        test_accuracy=results["test"]["video_accuracy"])
+    config = RecognizerConfig(model_config=run.encoder.config, label_names=labels, num_frames=run.train.frames,
+                              num_points=run.train.num_points, model_id=run.meta.get("model_id", ""),
+                              provenance=provenance)
+    recognizer_dir = Recognizer(config, run.encoder.cpu(), head).save_pretrained(out / RECOGNIZER_DIR)
     results.update({"pretrain_data": run.meta.get("pretrain_data"), "objective": run.meta.get("objective"),
-                    "teacher": run.meta.get("teacher"), "label_names": labels})
+                    "teacher": run.meta.get("teacher"), "label_names": labels,
+                    "recognizer": str(recognizer_dir.resolve())})
     run.write(args, kind, results, out)
     for name in ("probe", "paper_probe"):
         if name in results:
             print(probe_line(f"{kind} ({'converged L-BFGS' if name == 'probe' else 'paper recipe'})",
                              results[name], results if name == "probe" else results[name]))
-    print(f"{kind}: -> {out}")
+    print(f"{kind}: -> {out} (recognizer for perception_node: {recognizer_dir})")
     return 0
 
 

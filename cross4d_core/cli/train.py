@@ -1,7 +1,8 @@
 """``cross4d pretrain``: pretrain the POINT4D student with one objective (dense | global | intra | none).
 
 Runs as one process or under ``torchrun`` (DDP). Writes ``<out_dir>/encoder.safetensors``,
-``config.json`` (the checkpoint directory the ROS nodes and ``cross4d probe`` read),
+``config.json`` (the pretrained encoder directory ``cross4d probe | finetune | ...`` read;
+``cross4d probe`` adds ``recognizer/``, what the ROS perception node serves),
 ``pretrain_results.json``, resumable checkpoints in ``checkpoints/`` and TensorBoard logs.
 """
 from __future__ import annotations

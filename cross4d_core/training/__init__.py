@@ -2,10 +2,7 @@
 from cross4d_core.training.checkpoint import (
     CheckpointError,
     latest_checkpoint,
-    load_classifier,
     load_encoder,
-    load_recognizer,
-    save_classifier,
     save_encoder,
 )
 from cross4d_core.training.config import (
@@ -22,6 +19,6 @@ from cross4d_core.training.trainer import NonFiniteLossError, Trainer, TrainResu
 
 __all__ = [
     "CheckpointError", "ConfigError", "DataConfig", "ModelConfig", "NonFiniteLossError", "ObjectiveConfig",
-    "OptimConfig", "TrainConfig", "TrainResult", "Trainer", "latest_checkpoint", "load_classifier",
-    "load_config", "load_encoder", "load_recognizer", "save_classifier", "save_encoder", "warmup_cosine_lr",
+    "OptimConfig", "TrainConfig", "TrainResult", "Trainer", "latest_checkpoint", "load_config",
+    "load_encoder", "save_encoder", "warmup_cosine_lr",
 ]
