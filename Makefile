@@ -29,4 +29,4 @@ demo: setup
 	$(ENV) python -m cross4d_core.demo
 
 clean:
-	rm -rf .colcon reports/demo .pytest_cache .hypothesis
+	rm -rf .colcon reports/demo .pytest_cache .hypothesis .mypy_cache .ruff_cache
