@@ -1,7 +1,8 @@
 """sensor_msgs/CameraInfo -> :class:`~cross4d_core.geometry.camera.PinholeCamera`.
 
-Duck-typed: ROS 2 spelling (``k``, ``d``, ``p``: :class:`~cross4d_core.msgconv.protocols.CameraInfoLike`)
-or ROS 1 spelling (``K``, ``D``, ``P``: :class:`~cross4d_core.msgconv.protocols.Ros1CameraInfoLike`).
+Duck-typed: ROS 2 spelling (``k``, ``d``, ``p``:
+:class:`~cross4d_core.msgconv.protocols.CameraInfoLike`) or ROS 1 spelling (``K``, ``D``, ``P``:
+:class:`~cross4d_core.msgconv.protocols.Ros1CameraInfoLike`).
 """
 from __future__ import annotations
 
