@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -27,6 +27,9 @@ from torch import nn
 from cross4d_core.errors import CheckpointError
 from cross4d_core.fileio import atomic_directory, atomic_path, remove_temporaries, remove_tree, write_json_atomic
 from cross4d_core.fileio import read_json as read_json_file
+
+if TYPE_CHECKING:
+    from cross4d_core.models import Point4DEncoder
 
 CHECKPOINT_DIR = "checkpoints"
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
@@ -149,7 +152,7 @@ CLASSIFIER_FILE = "classifier.safetensors"
 CONFIG_FILE = "config.json"
 
 
-def save_encoder(directory: str | Path, encoder: nn.Module, *, model_id: str,
+def save_encoder(directory: str | Path, encoder: Point4DEncoder, *, model_id: str,
                  normalisation: dict | None = None, extra: dict | None = None) -> None:
     """Write ``encoder.safetensors`` and ``config.json`` (model config from ``encoder.config``;
     no classifier yet) atomically."""
@@ -181,7 +184,7 @@ def read_recognizer_config(directory: str | Path) -> dict:
     return read_json(Path(directory) / CONFIG_FILE)
 
 
-def load_encoder(directory: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+def load_encoder(directory: str | Path, device: torch.device | str = "cpu") -> tuple[Point4DEncoder, dict]:
     """The POINT4D encoder of a checkpoint directory (eval mode) and its ``config.json``."""
     from cross4d_core.models import Point4DConfig, Point4DEncoder
 
