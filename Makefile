@@ -4,12 +4,16 @@ SHELL := /bin/bash
 ENV := source tools/env.sh &&
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-all bench gpu-check demo clean
+.PHONY: setup lint test test-all bench gpu-check demo clean
 
 setup:
 	./tools/setup.sh
 
-test: setup
+# Static checks, before the tests: mypy on cross4d_core (settings and files in mypy.ini).
+lint: setup
+	$(ENV) python -m mypy
+
+test: lint
 	$(ENV) python -m pytest $(PYTEST_ARGS)
 
 # Includes the tests marked slow (soak); not part of CI.
@@ -29,4 +33,4 @@ demo: setup
 	$(ENV) python -m cross4d_core.demo
 
 clean:
-	rm -rf .colcon reports/demo .pytest_cache .hypothesis
+	rm -rf .colcon reports/demo .pytest_cache .hypothesis .mypy_cache .ruff_cache

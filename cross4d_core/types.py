@@ -24,7 +24,7 @@ class FrameSequence:
         label: optional action class index.
     """
 
-    points: Sequence[np.ndarray]
+    points: Sequence[np.ndarray] | np.ndarray
     stamps_ns: np.ndarray
     images: np.ndarray | None = None
     cameras: list[PinholeCamera] | None = None
@@ -46,6 +46,7 @@ class Clip(FrameSequence):
             surface point across frames; -1 = no track).
     """
 
+    points: np.ndarray  # [T, N, 3] (redeclared: narrower than FrameSequence's; keeps its place)
     part: np.ndarray | None = None
     track: np.ndarray | None = None
 

@@ -5,6 +5,7 @@ import argparse
 import importlib
 import json
 from pathlib import Path
+from typing import Any
 
 from cross4d_core.errors import ConfigError
 from cross4d_core.windowing import DEFAULT_MAX_FRAME_GAP_S
@@ -127,7 +128,7 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    options = dict(args.options)
+    options: dict[str, Any] = dict(args.options)
     if args.format == "synthetic":
         defaults = argparse.ArgumentParser(add_help=False)
         _add_synth_arguments(defaults)

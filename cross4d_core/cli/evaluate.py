@@ -17,12 +17,32 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from cross4d_core.cli.train import add_config_arguments
 from cross4d_core.errors import ConfigError
 
 #: Where ``cross4d probe`` / ``transfer`` write the recognizer inside their output directory.
 RECOGNIZER_DIR = "recognizer"
+
+if TYPE_CHECKING:  # imported where used: the CLI starts without torch
+    import torch
+
+    from cross4d_core.data.clips import ClipDataset
+    from cross4d_core.evaluation.config import ClipDataConfig
+    from cross4d_core.models import Point4DEncoder
+
+
+class FrozenRunConfig(Protocol):
+    """What :class:`FrozenEvaluation` reads of its run config (``ProbeRunConfig``,
+    ``SegmentRunConfig``, ``RobustnessRunConfig``: dataclasses with these fields)."""
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+    data: ClipDataConfig
+    device: str
+
+
+ConfigT = TypeVar("ConfigT", bound=FrozenRunConfig)
 
 
 def register(subparsers) -> None:
@@ -66,19 +86,19 @@ def _clip_sets(dataset_root: str, data, model_config, with_train: bool = True):
 
 
 @dataclasses.dataclass
-class FrozenEvaluation:
+class FrozenEvaluation(Generic[ConfigT]):
     """What every frozen-encoder protocol starts from: its run config, the encoder and its
     ``config.json``, the device and the train / test clip sets."""
 
-    config: object
-    encoder: object
+    config: ConfigT
+    encoder: Point4DEncoder
     meta: dict
-    device: object
-    train: object
-    test: object
+    device: torch.device
+    train: ClipDataset
+    test: ClipDataset
 
     @classmethod
-    def load(cls, args, config_class) -> "FrozenEvaluation":
+    def load(cls, args, config_class: type[ConfigT]) -> FrozenEvaluation[ConfigT]:
         from cross4d_core.training.checkpoint import load_encoder
         from cross4d_core.training.config import load_config
         from cross4d_core.training.distributed import resolve_device

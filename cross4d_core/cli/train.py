@@ -10,6 +10,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # imported where used: the CLI starts without torch
+    from cross4d_core.data.clips import ClipDataset
+    from cross4d_core.targets import OnlineClips, TargetCache
 
 # The repository's config/train/, so the default configs are found from any working directory.
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "train"
@@ -61,9 +66,9 @@ class PretrainData:
     """What pretraining reads: the dataset, the ``collate_fn`` that makes the objectives' typed
     batch of its items, the step-time batch transform (the online teacher), and provenance."""
 
-    dataset: object
-    collate_fn: object
-    prepare_batch: object = None
+    dataset: TargetCache | ClipDataset | OnlineClips
+    collate_fn: Callable[[list[Any]], Any]
+    prepare_batch: Callable[[Any], Any] | None = None
     d_p: int | None = None
     teacher: str | None = None
     normalisation: dict = dataclasses.field(default_factory=dict)
@@ -143,6 +148,7 @@ def pretrain(config, resume: bool = False) -> dict:
                      "model_config": model_config.to_dict(), "parameters": count_parameters(encoder),
                      "world_size": info.world_size, "device": str(info.device)}
     if getattr(objective, "requires_training", True):
+        assert data is not None  # only objective 'none' reads no data, and it trains nothing
         trainer = Trainer(config, objective, data.dataset, collate_fn=data.collate_fn,
                           prepare_batch=data.prepare_batch, dist_info=info)
         result = trainer.fit(resume=resume)

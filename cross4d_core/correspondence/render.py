@@ -115,7 +115,7 @@ class RenderViews:
         if not 0.0 < self.fov_deg < 180.0:
             raise ValueError(f"RenderViews.fov_deg must be in (0, 180), got {self.fov_deg}")
 
-    def directions(self) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:
+    def directions(self) -> list[tuple[tuple[float, float, float], tuple[float, float, float]]]:
         """``(view_dir, down)`` of every camera, unit vectors in the points' frame."""
         down = np.asarray(self.down, float)
         down = down / np.linalg.norm(down)
@@ -125,13 +125,15 @@ class RenderViews:
             raise ValueError(f"RenderViews: view_dir {self.view_dir} is parallel to down {self.down}")
         forward = forward / np.linalg.norm(forward)
         side = np.cross(down, forward)
+        dx, dy, dz = down.tolist()
         out = []
         for k in range(self.num_cameras):
             azimuth = math.radians(self.azimuth_deg + 360.0 * k / self.num_cameras)
             horizontal = math.cos(azimuth) * forward + math.sin(azimuth) * side
             elevation = math.radians(self.elevation_deg)
             view = math.cos(elevation) * horizontal + math.sin(elevation) * down
-            out.append((tuple(view.tolist()), tuple(down.tolist())))
+            vx, vy, vz = view.tolist()
+            out.append(((vx, vy, vz), (dx, dy, dz)))
         return out
 
 

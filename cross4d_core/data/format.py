@@ -40,7 +40,7 @@ import re
 import tokenize
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -114,7 +114,7 @@ class DatasetWriter:
                  description: str = "") -> None:
         self.root = Path(root)
         self.videos_dir = self.root / "videos"
-        self.header = {
+        self.header: dict[str, Any] = {
             "format": FORMAT_NAME, "version": FORMAT_VERSION, "source": str(source), "units": str(units),
             "normalisation": dict(normalisation or {}), "label_names": [str(n) for n in label_names],
             "part_names": None if part_names is None else [str(n) for n in part_names],
@@ -373,7 +373,7 @@ class VideoRecord:
     def images(self) -> np.ndarray | None:
         return self.array("images") if self.has("images") else None
 
-    def cameras(self, frames: Sequence[int] | None = None) -> list[PinholeCamera] | None:
+    def cameras(self, frames: Sequence[int] | np.ndarray | None = None) -> list[PinholeCamera] | None:
         if not self.has("camera_K"):
             return None
         idx = range(self.num_frames) if frames is None else frames

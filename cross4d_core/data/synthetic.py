@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -202,8 +203,8 @@ def _part_shapes(s: Subject) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- kinematics
-def _rot(axis: str, angle: np.ndarray) -> np.ndarray:
-    """``[T, 3, 3]`` rotations about a principal axis (angles in radians)."""
+def _rot(axis: str, angle: float | np.ndarray) -> np.ndarray:
+    """``[T, 3, 3]`` rotations about a principal axis (angles in radians; one angle: ``[3, 3]``)."""
     angle = np.asarray(angle, float)
     c, s = np.cos(angle), np.sin(angle)
     R = np.zeros(angle.shape + (3, 3))
@@ -596,7 +597,7 @@ def generate_synthetic_dataset(out_root: str | Path, num_subjects: int = 8, vide
                      "frame": "camera optical (x right, y down, z forward)"}
     with DatasetWriter(out_root, source="synthetic", label_names=list(ACTION_NAMES[:classes]),
                        normalisation=normalisation, part_names=list(PART_NAMES)) as writer:
-        iterator = jobs
+        iterator: Iterable[tuple[int, int, int]] = jobs
         if progress:
             from tqdm import tqdm
             iterator = tqdm(jobs, desc="synth", unit="video")

@@ -56,8 +56,9 @@ def clip_labels_and_videos(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor
     if hasattr(dataset, "clip_labels") and hasattr(dataset, "clip_videos"):
         return (torch.as_tensor(dataset.clip_labels, dtype=torch.int64),
                 torch.as_tensor(dataset.clip_videos, dtype=torch.int64))
-    labels, videos = [], []
+    label_batches: list[torch.Tensor] = []
+    video_batches: list[torch.Tensor] = []
     for batch in DataLoader(dataset, batch_size=64, shuffle=False):
-        labels.append(batch["label"].long())
-        videos.append(batch["video"].long())
-    return torch.cat(labels), torch.cat(videos)
+        label_batches.append(batch["label"].long())
+        video_batches.append(batch["video"].long())
+    return torch.cat(label_batches), torch.cat(video_batches)

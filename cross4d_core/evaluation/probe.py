@@ -269,7 +269,7 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
     grid = sorted(config.l2_grid, reverse=True)  # strong -> weak: each fit warm-starts the next
     cv = None
     if num_folds >= 2 and len(grid) > 1:
-        scores = {l2: [] for l2 in grid}
+        scores: dict[float, list[tuple[float, float]]] = {l2: [] for l2 in grid}
         for k in range(num_folds):
             train, held = fold != k, fold == k
             init = None
@@ -331,10 +331,10 @@ def fit_paper_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: i
     scaling = FeatureScaling.fit(raw)
     weight, bias = scaling.scaled_params(head)
     xs = scaling(raw)
-    loss, grad = _gradient_norm(xs, labels.long(), weight, bias, 0.0)
+    final_loss, grad = _gradient_norm(xs, labels.long(), weight, bias, 0.0)
     train_acc, _ = _accuracy_and_logloss(xs, labels.long(), weight, bias)
     return ProbeFit(head=head, method="paper", l2=None, iterations=config.epochs * steps_per_epoch,
-                    grad_norm=grad, loss=loss, converged=grad <= tolerance, train_accuracy=train_acc,
+                    grad_norm=grad, loss=final_loss, converged=grad <= tolerance, train_accuracy=train_acc,
                     settings={"epochs": config.epochs, "lr": config.lr, "weight_decay": config.weight_decay,
                               "batch_size": config.batch_size, "optimizer": config.optimizer,
                               "features": "raw (no standardisation)"})

@@ -2,7 +2,7 @@
 fine-tuning (the paper's clip-level protocols: linear probe, label efficiency, full fine-tuning). Results are JSON-serialisable dicts."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from pathlib import Path
 
 import torch
@@ -18,6 +18,7 @@ from cross4d_core.evaluation.probe import ProbeConfig, ProbeFit, evaluate_classi
 
 def dataset_report(dataset: Dataset) -> dict:
     """Clip / video counts of a clip dataset, with the short and empty videos it reported."""
+    assert isinstance(dataset, Sized)  # a map-style clip dataset
     videos = torch.unique(clip_labels_and_videos(dataset)[1]) if len(dataset) else torch.zeros(0)
     return {
         "clips": len(dataset),

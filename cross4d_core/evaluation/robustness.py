@@ -10,6 +10,7 @@ The perturbations are seeded per batch, so a run is reproducible.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -77,8 +78,8 @@ def run_robustness(encoder: nn.Module, train_set: Dataset, test_set: Dataset, nu
     "frames" | "points", "video_accuracy", "clip_accuracy"}]}``.
     """
     encoder = encoder.to(device).eval()
-    extract = dict(batch_size=batch_size, device=device, amp=amp)
-    train = extract_clip_features(encoder, train_set, **extract)
+    extract = functools.partial(extract_clip_features, encoder, batch_size=batch_size, device=device, amp=amp)
+    train = extract(train_set)
     fit = fit_linear_probe(train.features, train.labels, num_classes, probe, groups=train.videos, device=device)
     rows = []
     for kind, value in perturbations(config):
@@ -95,7 +96,7 @@ def run_robustness(encoder: nn.Module, train_set: Dataset, test_set: Dataset, nu
             shape["frames"], shape["points"] = int(points.shape[1]), int(points.shape[2])
             return points
 
-        test = extract_clip_features(encoder, test_set, transform=transform, **extract)
+        test = extract(test_set, transform=transform)
         acc = evaluate_classifier(fit.head, test.features, test.labels, test.videos)
         rows.append({"kind": kind, "value": value, **shape, "video_accuracy": acc.video_accuracy,
                      "clip_accuracy": acc.clip_accuracy})

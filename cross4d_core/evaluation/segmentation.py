@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,6 +14,9 @@ from torch import nn
 from cross4d_core.evaluation.metrics import confusion_matrix, correspondence_accuracy, segmentation_metrics
 from cross4d_core.evaluation.probe import PaperProbeConfig, ProbeConfig, fit_linear_probe, fit_paper_probe
 from cross4d_core.types import Clip
+
+if TYPE_CHECKING:
+    from cross4d_core.models.point4d import Point4DEncoder
 
 
 @dataclass
@@ -41,7 +45,7 @@ def iter_clips(dataset, batch_size: int) -> Iterator[tuple[list[Clip], list[int]
 
 
 @torch.no_grad()
-def point_features(encoder: nn.Module, clips: list[Clip], device: torch.device, amp: bool = True) -> torch.Tensor:
+def point_features(encoder: Point4DEncoder, clips: list[Clip], device: torch.device, amp: bool = True) -> torch.Tensor:
     """``[B, T, N, C]`` float32 frozen per-point features of equally sized clips."""
     points = torch.from_numpy(np.stack([c.points for c in clips])).float().to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
@@ -56,7 +60,7 @@ def _parts(clips: list[Clip]) -> torch.Tensor | None:
     return torch.stack([torch.as_tensor(c.part, dtype=torch.int64) for c in clips])
 
 
-def run_segmentation_probe(encoder: nn.Module, train_set, test_set, num_parts: int | None = None,
+def run_segmentation_probe(encoder: Point4DEncoder, train_set, test_set, num_parts: int | None = None,
                            config: SegmentConfig = SegmentConfig(), device: torch.device | str = "cpu",
                            amp: bool = True) -> tuple[dict, nn.Linear | None]:
     """Fit a per-point linear head on frozen features of ``train_set``; score ``test_set``.
@@ -103,6 +107,7 @@ def run_segmentation_probe(encoder: nn.Module, train_set, test_set, num_parts: i
         parts = _parts(clips)
         if parts is not None:
             for name, head in heads.items():
+                assert num_parts is not None  # set where the heads were fitted
                 with torch.no_grad():
                     cm = confusion_matrix(head(feats).argmax(-1).cpu(), parts, num_parts)
                 confusion[name] = confusion[name] + cm if name in confusion else cm
@@ -112,9 +117,9 @@ def run_segmentation_probe(encoder: nn.Module, train_set, test_set, num_parts: i
             has_tracks = True
             counts = correspondence_accuracy(f, torch.from_numpy(clip.points).float(), torch.as_tensor(clip.track),
                                              config.correspondence_gaps, config.correspondence_threshold)
-            for g, (c, t) in counts.items():
-                corr[g][0] += c
-                corr[g][1] += t
+            for gap, (c, t) in counts.items():
+                corr[gap][0] += c
+                corr[gap][1] += t
     if "probe" in confusion:  # the converged probe's metrics are the result; the paper head's sit beside
         results.update(segmentation_metrics(confusion["probe"]))
         results["num_parts"] = num_parts

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -105,7 +106,7 @@ class Point4DConfig:
     @classmethod
     def tiny(cls, **overrides) -> "Point4DConfig":
         """A small config for tests (4 frames x 64 points, width 32, 2 layers)."""
-        values = dict(num_frames=4, num_points=64, sa1_centroids=16, sa1_radius=0.5, sa1_neighbours=8,
+        values: dict[str, Any] = dict(num_frames=4, num_points=64, sa1_centroids=16, sa1_radius=0.5, sa1_neighbours=8,
                       sa1_channels=(16, 32), sa2_centroids=8, sa2_radius=1.0, sa2_neighbours=4,
                       sa2_channels=(32, 32), hidden_size=32, num_layers=2, num_heads=4, mlp_ratio=2.0)
         values.update(overrides)
@@ -220,6 +221,7 @@ class SetAbstraction(nn.Module):
         sets, n, _ = points.shape
         m, k = index.shape[1:]
         first = self.mlp[0]
+        assert isinstance(first, nn.Linear)  # every MLP here starts with its Linear layer
         # Points and centres are taken relative to each set's first centre, and their maps are
         # computed in float32 even under autocast: the maps then have the magnitude of the set's
         # extent (over the radius), not of its distance from the origin, and their difference
@@ -304,10 +306,10 @@ class SetAbstraction(nn.Module):
         reduction over that tensor costs more than the GELU saves.)
         """
         if torch.is_grad_enabled():
-            for layer in self.mlp[1:]:
+            for layer in list(self.mlp)[1:]:
                 x = layer(x)
             return x.amax(dim=-2)
-        *body, last = self.mlp[1:]
+        *body, last = list(self.mlp)[1:]
         for layer in body:
             x = torch.ops.aten.gelu_(x, approximate=layer.approximate) if isinstance(layer, nn.GELU) else layer(x)
         if not isinstance(last, nn.GELU):  # (every MLP here ends Linear, LayerNorm, GELU)

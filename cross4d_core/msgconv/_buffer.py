@@ -8,15 +8,18 @@ from __future__ import annotations
 import numpy as np
 
 from cross4d_core.errors import MessageFormatError
+from cross4d_core.msgconv.protocols import ByteData
 
 
-def data_bytes(data, where: str) -> np.ndarray:
+def data_bytes(data: ByteData, where: str) -> np.ndarray:
     """``data`` as a 1-D read-only ``uint8`` array sharing memory with the message when possible.
 
     ``where`` names the field in error messages (e.g. ``"PointCloud2.data"``).
     """
     try:
-        view = np.frombuffer(data, dtype=np.uint8)
+        # Any buffer-protocol object works at run time; numpy's stubs list a few concrete types
+        # only, and a non-buffer (a list of ints) takes the except branch.
+        view = np.frombuffer(data, dtype=np.uint8)  # type: ignore[arg-type]
     except (TypeError, ValueError, BufferError):
         # A plain list of ints: one copy, with a range check.
         try:

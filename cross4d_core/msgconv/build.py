@@ -23,6 +23,7 @@ import numpy as np
 from cross4d_core.geometry.camera import PinholeCamera
 from cross4d_core.msgconv.image import numpy_to_image_fields
 from cross4d_core.msgconv.pointcloud2 import xyz_to_pointcloud2_fields
+from cross4d_core.msgconv.protocols import HeaderLike
 from cross4d_core.msgconv.stamp import ns_to_stamp_parts
 
 #: ``array`` type codes of the unbounded sequences the builder fills and their numpy dtypes.
@@ -49,22 +50,25 @@ class MessageBuilder:
         sequence: ``(array, typecode) -> field value`` for unbounded sequences (``uint8[]``
             data: ``"B"``, ``float64[]`` D: ``"d"``): :func:`array_sequence` for rclpy,
             :func:`numpy_sequence` for rosbags.
+
+    The methods return instances of the classes in ``types`` (typed ``Any``: the type source is
+    chosen at run time); a ``header`` argument is anything :class:`HeaderLike`.
     """
 
     def __init__(self, types: Mapping[str, Any], sequence: Callable[[np.ndarray, str], Any]) -> None:
         self.types = types
         self.sequence = sequence
 
-    def time(self, stamp_ns: int):
+    def time(self, stamp_ns: int) -> Any:
         """``builtin_interfaces/Time`` of integer nanoseconds."""
         sec, nanosec = ns_to_stamp_parts(stamp_ns)
         return self.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
 
-    def header(self, stamp_ns: int, frame_id: str):
+    def header(self, stamp_ns: int, frame_id: str) -> Any:
         return self.types["std_msgs/msg/Header"](stamp=self.time(stamp_ns), frame_id=frame_id)
 
-    def pointcloud2(self, header, points: np.ndarray, rgb: np.ndarray | None = None,
-                    embedding: np.ndarray | None = None, embedding_name: str = "embedding"):
+    def pointcloud2(self, header: HeaderLike, points: np.ndarray, rgb: np.ndarray | None = None,
+                    embedding: np.ndarray | None = None, embedding_name: str = "embedding") -> Any:
         """An unorganized little-endian PointCloud2 with FLOAT32 ``x, y, z`` (metres; FLOAT64 when
         ``points`` is float64), optional packed ``rgb`` (``[N, 3]`` uint8) and optional
         ``[N, D]`` features as one FLOAT32 field of count D named ``embedding_name``.
@@ -80,7 +84,7 @@ class MessageBuilder:
             is_dense=bool(np.isfinite(np.asarray(points)).all()),
         )
 
-    def image(self, header, pixels: np.ndarray, encoding: str, is_bigendian: bool = False):
+    def image(self, header: HeaderLike, pixels: np.ndarray, encoding: str, is_bigendian: bool = False) -> Any:
         """An Image from ``[H, W, C]`` / ``[H, W]`` pixels in ``encoding`` (see
         :data:`cross4d_core.msgconv.IMAGE_ENCODINGS`), no row padding."""
         f = numpy_to_image_fields(pixels, encoding, is_bigendian=is_bigendian)
@@ -88,7 +92,7 @@ class MessageBuilder:
             header=header, height=f.height, width=f.width, encoding=f.encoding, is_bigendian=int(f.is_bigendian),
             step=f.step, data=self.sequence(np.frombuffer(f.data, dtype=np.uint8), "B"))
 
-    def camera_info(self, header, camera: PinholeCamera):
+    def camera_info(self, header: HeaderLike, camera: PinholeCamera) -> Any:
         """A CameraInfo carrying ``camera``'s size, distortion, K and P (``[K | 0]`` when the camera
         has none), R = I, no binning or ROI. The extrinsic ``T_cam_from_points`` belongs to TF."""
         model, D = camera.distortion_model, camera.D

@@ -1,6 +1,8 @@
 """sensor_msgs/CameraInfo -> :class:`~cross4d_core.geometry.camera.PinholeCamera`.
 
-Duck-typed: ROS 2 spelling (``k``, ``d``, ``p``) or ROS 1 spelling (``K``, ``D``, ``P``).
+Duck-typed: ROS 2 spelling (``k``, ``d``, ``p``:
+:class:`~cross4d_core.msgconv.protocols.CameraInfoLike`) or ROS 1 spelling (``K``, ``D``, ``P``:
+:class:`~cross4d_core.msgconv.protocols.Ros1CameraInfoLike`).
 """
 from __future__ import annotations
 
@@ -8,14 +10,15 @@ import numpy as np
 
 from cross4d_core.errors import MessageFormatError
 from cross4d_core.geometry.camera import DISTORTION_MODELS, PinholeCamera
+from cross4d_core.msgconv.protocols import CameraInfoLike, FloatData, Ros1CameraInfoLike
 
 
-def _field(msg, name: str):
+def _field(msg: CameraInfoLike | Ros1CameraInfoLike, name: str) -> FloatData:
     value = getattr(msg, name, None)
     return getattr(msg, name.upper()) if value is None else value
 
 
-def camera_info_to_camera(msg, T_cam_from_points: np.ndarray | None = None) -> PinholeCamera:
+def camera_info_to_camera(msg: CameraInfoLike | Ros1CameraInfoLike, T_cam_from_points: np.ndarray | None = None) -> PinholeCamera:
     """Build the camera model from a CameraInfo.
 
     An empty ``D`` means an ideal pinhole (``distortion_model='none'``) whatever
@@ -23,7 +26,7 @@ def camera_info_to_camera(msg, T_cam_from_points: np.ndarray | None = None) -> P
     ``binning`` and ``roi`` are not applied: K refers to the full-resolution image.
 
     Args:
-        msg: a CameraInfo (rclpy, rosbags).
+        msg: a CameraInfo (rclpy, rosbags; ROS 2 or ROS 1 field names).
         T_cam_from_points: ``[4, 4]`` transform from the cloud's frame into this camera's
             optical frame (identity when omitted).
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from cross4d_core.errors import MessageFormatError
 from cross4d_core.msgconv._buffer import data_bytes
+from cross4d_core.msgconv.protocols import ImageLike
 
 #: encoding -> (scalar dtype, channels). 16UC1 depth is millimetres (0 = invalid),
 #: 32FC1 depth is metres (NaN = invalid) — REP 118.
@@ -48,7 +49,7 @@ def _encoding_of(encoding: str) -> tuple[np.dtype, int]:
     return IMAGE_ENCODINGS[encoding]
 
 
-def image_to_numpy(msg) -> np.ndarray:
+def image_to_numpy(msg: ImageLike) -> np.ndarray:
     """The pixels as stored: ``[H, W, C]`` for colour encodings (channel order as
     encoded: bgr8 stays BGR), ``[H, W]`` for mono8 / mono16 / 16UC1 / 32FC1.
 
@@ -83,7 +84,7 @@ def image_to_numpy(msg) -> np.ndarray:
     return view
 
 
-def image_to_rgb(msg) -> np.ndarray:
+def image_to_rgb(msg: ImageLike) -> np.ndarray:
     """``[H, W, 3]`` uint8 RGB (a new array) from rgb8 / bgr8 / rgba8 / bgra8 (alpha
     dropped) / mono8 (grey replicated).
 
@@ -102,7 +103,7 @@ def image_to_rgb(msg) -> np.ndarray:
                              f"(use image_to_depth_m for 16UC1 / 32FC1)")
 
 
-def image_to_depth_m(msg) -> np.ndarray:
+def image_to_depth_m(msg: ImageLike) -> np.ndarray:
     """Depth in metres, ``[H, W]`` float32 with NaN where invalid (a new array).
 
     16UC1: millimetres, 0 invalid. 32FC1: metres; NaN, +-Inf and values <= 0 are invalid.

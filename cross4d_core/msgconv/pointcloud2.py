@@ -11,13 +11,14 @@ point_step`` so padding is skipped) and views ``data`` through it without copyin
 from __future__ import annotations
 
 import sys
-from typing import NamedTuple
+from typing import Iterable, Literal, NamedTuple
 
 import numpy as np
 from numpy.lib import recfunctions
 
 from cross4d_core.errors import MessageFormatError
 from cross4d_core.msgconv._buffer import data_bytes
+from cross4d_core.msgconv.protocols import PointCloud2Like, PointFieldLike
 
 # sensor_msgs/PointField datatype constants.
 INT8, UINT8, INT16, UINT16, INT32, UINT32, FLOAT32, FLOAT64 = range(1, 9)
@@ -39,10 +40,10 @@ class PointFieldSpec(NamedTuple):
     name: str
     offset: int
     datatype: int
-    count: int = 1
+    count: int = 1  # type: ignore[assignment]  # PointField's name; shadows tuple.count on purpose
 
 
-def pointcloud2_dtype(fields, point_step: int, is_bigendian: bool) -> np.dtype:
+def pointcloud2_dtype(fields: Iterable[PointFieldLike], point_step: int, is_bigendian: bool) -> np.dtype:
     """The structured dtype of one point: explicit offsets, ``itemsize = point_step``.
 
     Fields with ``count > 1`` become sub-array fields of shape ``(count,)``.
@@ -51,7 +52,7 @@ def pointcloud2_dtype(fields, point_step: int, is_bigendian: bool) -> np.dtype:
         MessageFormatError: unknown datatype, ``count < 1``, a duplicate or empty name,
             or a field reaching past ``point_step``.
     """
-    order = ">" if is_bigendian else "<"
+    order: Literal[">", "<"] = ">" if is_bigendian else "<"
     names, formats, offsets = [], [], []
     for f in fields:
         name, offset, datatype, count = str(f.name), int(f.offset), int(f.datatype), int(f.count)
@@ -75,7 +76,7 @@ def pointcloud2_dtype(fields, point_step: int, is_bigendian: bool) -> np.dtype:
     return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": point_step})
 
 
-def _raw_view(msg) -> np.ndarray:
+def _raw_view(msg: PointCloud2Like) -> np.ndarray:
     """``[height, width]`` structured read-only view of ``msg.data`` in the message's byte order."""
     height, width = int(msg.height), int(msg.width)
     point_step, row_step = int(msg.point_step), int(msg.row_step)
@@ -98,7 +99,7 @@ def _raw_view(msg) -> np.ndarray:
     return view
 
 
-def pointcloud2_to_structured(msg, organized: bool = False) -> np.ndarray:
+def pointcloud2_to_structured(msg: PointCloud2Like, organized: bool = False) -> np.ndarray:
     """All fields of a PointCloud2 as a structured array, one record per point.
 
     Zero-copy (a read-only view of ``msg.data``) when the message's byte order is the
@@ -120,14 +121,18 @@ def pointcloud2_to_structured(msg, organized: bool = False) -> np.ndarray:
     return view if organized else view.reshape(-1)
 
 
-def _require_scalar_field(dtype: np.dtype, name: str) -> None:
-    if dtype.names is None or name not in dtype.names:
+def _require_scalar_field(dtype: np.dtype, name: str) -> np.dtype:
+    """The dtype of field ``name``, which must exist and be a scalar (``count == 1``)."""
+    fields = dtype.fields
+    if fields is None or name not in fields:
         raise MessageFormatError(f"PointCloud2.fields: no field {name!r} (fields: {list(dtype.names or ())})")
-    if dtype.fields[name][0].shape != ():
-        raise MessageFormatError(f"PointCloud2.fields[{name!r}].count: {dtype.fields[name][0].shape[0]}, must be 1")
+    field_dtype = fields[name][0]
+    if field_dtype.shape != ():
+        raise MessageFormatError(f"PointCloud2.fields[{name!r}].count: {field_dtype.shape[0]}, must be 1")
+    return field_dtype
 
 
-def pointcloud2_to_xyz(msg, remove_nans: bool = True) -> np.ndarray:
+def pointcloud2_to_xyz(msg: PointCloud2Like, remove_nans: bool = True) -> np.ndarray:
     """The ``x``, ``y``, ``z`` fields as ``[N, 3]`` (the cloud's frame and units).
 
     The result is float32 when every coordinate field converts to float32 exactly
@@ -149,9 +154,8 @@ def pointcloud2_to_xyz(msg, remove_nans: bool = True) -> np.ndarray:
             hold), or any malformed layout (see :func:`pointcloud2_dtype`).
     """
     view = _raw_view(msg)
-    for name in ("x", "y", "z"):
-        _require_scalar_field(view.dtype, name)
-    exact = all(np.can_cast(view.dtype.fields[name][0], np.float32, casting="safe") for name in ("x", "y", "z"))
+    coordinates = [_require_scalar_field(view.dtype, name) for name in ("x", "y", "z")]
+    exact = all(np.can_cast(coordinate, np.float32, casting="safe") for coordinate in coordinates)
     xyz = recfunctions.structured_to_unstructured(view[["x", "y", "z"]], dtype=np.float32 if exact else np.float64,
                                                   copy=True)
     xyz = xyz.reshape(-1, 3)
@@ -175,7 +179,7 @@ def _check_float32_range(xyz: np.ndarray) -> None:
                                  f"point {point} overflows float32 (|v| > {_FLOAT32_MAX:.7g})")
 
 
-def pointcloud2_field(msg, name: str) -> np.ndarray:
+def pointcloud2_field(msg: PointCloud2Like, name: str) -> np.ndarray:
     """One field of every point, native byte order: ``[N]`` or ``[N, count]`` (row-major over
     height x width). A view when the layout allows it."""
     view = pointcloud2_to_structured(msg)

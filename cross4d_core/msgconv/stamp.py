@@ -10,27 +10,32 @@ and log lines (:func:`ns_to_seconds`).
 from __future__ import annotations
 
 import numbers
+from typing import cast
 
 import numpy as np
+
+from cross4d_core.msgconv.protocols import Ros1TimeLike, TimeLike
 
 NS_PER_S = 1_000_000_000
 
 
-def stamp_to_ns(stamp) -> int:
+def stamp_to_ns(stamp: TimeLike | Ros1TimeLike) -> int:
     """A ``builtin_interfaces/Time`` (``sec``/``nanosec``; ROS 1 ``secs``/``nsecs``), duck-typed -> ns."""
     sec = getattr(stamp, "sec", None)
     if sec is None:
-        return int(stamp.secs) * NS_PER_S + int(stamp.nsecs)
-    return int(sec) * NS_PER_S + int(stamp.nanosec)
+        ros1 = cast(Ros1TimeLike, stamp)  # no ``sec``: the ROS 1 spelling
+        return int(ros1.secs) * NS_PER_S + int(ros1.nsecs)
+    return int(sec) * NS_PER_S + int(cast(TimeLike, stamp).nanosec)
 
 
-def ns_to_stamp_parts(ns: int) -> tuple[int, int]:
+def ns_to_stamp_parts(ns: int | np.integer) -> tuple[int, int]:
     """Integer nanoseconds -> ``(sec, nanosec)`` with ``0 <= nanosec < 10**9`` (negative times
     have a negative ``sec``). Floats are refused: a stamp in float seconds is a unit error."""
-    if not isinstance(ns, numbers.Integral) or isinstance(ns, bool):
-        raise TypeError(f"stamps are integer nanoseconds, got {type(ns).__name__} {ns!r} "
+    value: object = ns  # checked at run time too: callers outside the type checker pass floats
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"stamps are integer nanoseconds, got {type(value).__name__} {value!r} "
                         "(convert seconds with seconds_to_ns)")
-    sec, nanosec = divmod(int(ns), NS_PER_S)
+    sec, nanosec = divmod(int(value), NS_PER_S)
     return sec, nanosec
 
 

@@ -95,6 +95,7 @@ class Objective(nn.Module):
     """Base class: holds the student ``encoder``; ``after_step()`` is a no-op by default."""
 
     requires_training = True
+    target_mean: torch.Tensor | None  # a buffer (register_buffer in __init__)
 
     def __init__(self, encoder: Point4DEncoder, config: ObjectiveConfig,
                  target_mean: torch.Tensor | None = None) -> None:
@@ -255,8 +256,8 @@ class IntraObjective(Objective):
         weight = 1.0 - self.config.ema_momentum
         for target, student in zip(self.target_encoder.parameters(), self.encoder.parameters()):
             target.lerp_(student.detach(), weight)
-        for target, student in zip(self.target_encoder.buffers(), self.encoder.buffers()):
-            target.copy_(student)
+        for target_buffer, student_buffer in zip(self.target_encoder.buffers(), self.encoder.buffers()):
+            target_buffer.copy_(student_buffer)
 
 
 class NoObjective(Objective):

@@ -169,7 +169,7 @@ def _select(d2: torch.Tensor, r2: float, k: int, mode: str,
         values, index = key.topk(min(k, w), dim=-1, largest=False, sorted=True)
         valid = torch.isfinite(values)
     else:  # one fused pass: -d2 inside the ball, -inf outside; the k largest are the k nearest
-        key = torch.nn.functional.threshold_(d2.neg_(), -r2, -math.inf)
+        key = torch.threshold_(d2.neg_(), -r2, -math.inf)  # F.threshold_ is this function; its stubs omit it
         values, index = key.topk(min(k, w), dim=-1, largest=True, sorted=True)
         valid = values > -math.inf
     return index, valid

@@ -61,7 +61,7 @@ def plot_probe_accuracy(table: Mapping[str, Mapping[str, float | None]], out: st
     width = 0.8 / len(columns)
     x = np.arange(len(rows))
     for j, column in enumerate(columns):
-        values = np.array([np.nan if table[r].get(column) is None else float(table[r][column]) for r in rows])
+        values = np.array([np.nan if (v := table[r].get(column)) is None else float(v) for r in rows])
         present = ~np.isnan(values)
         bars = ax.bar(x[present] + (j - (len(columns) - 1) / 2) * width, values[present], width,
                       label=column, color=plt.get_cmap("tab10")(j % 10))
@@ -84,12 +84,12 @@ def plot_loss_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]
     fig, ax = plt.subplots(figsize=(6, 3.6))
     drawn = 0
     for name, (steps, losses) in curves.items():
-        steps, losses = np.asarray(steps, dtype=float), np.asarray(losses, dtype=float)
-        if steps.shape != losses.shape or steps.ndim != 1:
-            raise ValueError(f"plot_loss_curves: {name!r} has steps {steps.shape} and losses {losses.shape}; "
+        xs, ys = np.asarray(steps, dtype=float), np.asarray(losses, dtype=float)
+        if xs.shape != ys.shape or xs.ndim != 1:
+            raise ValueError(f"plot_loss_curves: {name!r} has steps {xs.shape} and losses {ys.shape}; "
                              f"they must be equal-length 1-d sequences")
-        if steps.size:
-            ax.plot(steps, losses, marker="o" if steps.size < 30 else None, markersize=3, label=name)
+        if xs.size:
+            ax.plot(xs, ys, marker="o" if xs.size < 30 else None, markersize=3, label=name)
             drawn += 1
     if not drawn:
         raise ValueError("plot_loss_curves: no curve has any point")

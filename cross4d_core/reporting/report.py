@@ -129,7 +129,8 @@ def probe_table(runs: Sequence[RunRecord], index: dict[Path, int], metric: str =
     rows = []
     for dataset in datasets:
         mine = [r for r in probes if (r.dataset or "unknown") == dataset]
-        teachers = sorted({r.teacher or "unknown" for r in mine if r.objective not in ("none", "intra")}) or [None]
+        found = sorted({r.teacher or "unknown" for r in mine if r.objective not in ("none", "intra")})
+        teachers: list[str | None] = list(found) or [None]
         for teacher in teachers:
             cells = {o: Cell() for o in objectives}
             for run in mine:
@@ -153,6 +154,7 @@ def teacher_table(runs: Sequence[RunRecord], index: dict[Path, int], metric: str
         cells = {"global": Cell(), "dense": Cell()}
         for run in probes:
             if (run.dataset or "unknown", run.teacher or "unknown") == (dataset, teacher):
+                assert run.objective is not None  # probes of global / dense only
                 _add_probe(cells[run.objective], run.results, metric, index[run.path])
         g, d = cells["global"].mean, cells["dense"].mean
         gain = MISSING if g is None or d is None else f"{d - g:+.3f}"
@@ -243,12 +245,12 @@ ROBUSTNESS_LABELS = {"frames": "frames {:.0%}", "points": "points {:.0%}", "jitt
 def robustness_table(runs: Sequence[RunRecord], index: dict[Path, int], metric: str = "video_accuracy") -> Table:
     """Table 13: test accuracy of the clean-feature probe per perturbation."""
     robust = [r for r in runs if r.protocol == "robustness"]
-    settings = []
+    settings: list[tuple[str, float]] = []
     for run in robust:
         for entry in run.results.get("results") or []:
-            key = (entry.get("kind"), finite(entry.get("value")))
-            if key[0] in ROBUSTNESS_LABELS and key[1] is not None and key not in settings:
-                settings.append(key)
+            kind, value = entry.get("kind"), finite(entry.get("value"))
+            if kind in ROBUSTNESS_LABELS and value is not None and (kind, value) not in settings:
+                settings.append((kind, value))
     order = list(ROBUSTNESS_LABELS)
     settings.sort(key=lambda k: (order.index(k[0]), -k[1] if k[0] != "jitter" else k[1]))
     keys = sorted({(r.dataset or "unknown", objective_label(r.objective), r.teacher or MISSING) for r in robust})
@@ -321,8 +323,8 @@ def _sources_section(runs: Sequence[RunRecord], index: dict[Path, int], base: Pa
     for run in sorted(runs, key=lambda r: index[r.path]):
         res = run.results
         if run.protocol in ("probe", "transfer"):
-            value = _accuracy(res, metric)
-            value = MISSING if value is None else f"{metric} {value:.4f}"
+            accuracy = _accuracy(res, metric)
+            value = MISSING if accuracy is None else f"{metric} {accuracy:.4f}"
         elif run.protocol == "segment":
             value = MISSING if finite(res.get("miou")) is None else f"miou {res['miou']:.4f}"
         elif run.protocol == "robustness":

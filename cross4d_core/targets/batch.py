@@ -129,8 +129,9 @@ class TargetBatch(ClipBatch):
         """``[B, T, N]`` bool: the point has a teacher target."""
         return self.target_index >= 0
 
+    # Each batch type collates its own item type (a collate_fn, never called through the base class).
     @classmethod
-    def collate(cls, items: list[ClipTargets]) -> "TargetBatch":
+    def collate(cls, items: list[ClipTargets]) -> "TargetBatch":  # type: ignore[override]
         """``collate_fn`` for :class:`ClipTargets`: stacks, zero-pads ``features`` to the largest
         ``K`` and checks that every visible point indexes a row of its own clip's table."""
         if not items:

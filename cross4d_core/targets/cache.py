@@ -46,6 +46,7 @@ import bisect
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -300,7 +301,7 @@ def _shard_arrays(records: list[TargetRecord]) -> tuple[dict[str, np.ndarray], d
             raise ValueError(f"TargetCacheWriter: the records of a shard differ in {name} ({sorted(sizes)})")
     parts: dict[str, list[np.ndarray]] = {name: [] for name in SHARD_ARRAYS}
     frame_offset = feature_offset = 0
-    sums = {key: 0 for key in _SUMS}
+    sums: dict[str, Any] = {key: 0 for key in _SUMS}  # counts, then the two target sums (lists or None)
     clip_sum = point_sum = None
     for r in records:
         rec = {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in vars(r).items()}

@@ -7,11 +7,14 @@ video per clip (its frames, one clip from frame 0).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence, cast
 
 import numpy as np
 
 from cross4d_core.types import Clip
+
+if TYPE_CHECKING:
+    from cross4d_core.data.clips import ClipDataset
 
 
 @dataclass
@@ -33,7 +36,7 @@ class VideoClips:
     clip_frames: np.ndarray
 
 
-def group_clips(dataset: Sequence) -> list[VideoClips]:
+def group_clips(dataset: ClipDataset | Sequence[Clip]) -> list[VideoClips]:
     """The clips of ``dataset`` (a ``ClipDataset`` or a sequence of :class:`Clip`) by video,
     in clip order (a ``ClipDataset`` lists each video's clips together)."""
     if not hasattr(dataset, "frame_indices"):
@@ -45,20 +48,21 @@ def group_clips(dataset: Sequence) -> list[VideoClips]:
             t = np.arange(clip.num_frames, dtype=np.int64)
             out.append(VideoClips(i, np.array([i]), np.zeros(1, np.int64), t, t[None]))
         return out
-    videos = np.asarray(dataset.clip_videos)
+    clip_dataset = cast("ClipDataset", dataset)  # it has frame_indices: a ClipDataset
+    videos = np.asarray(clip_dataset.clip_videos)
     bounds = np.flatnonzero(np.diff(videos)) + 1
     out = []
     for clips in np.split(np.arange(len(videos), dtype=np.int64), bounds):
         if not len(clips):
             continue
-        source = np.stack([dataset.frame_indices(int(i))[1] for i in clips]).astype(np.int64)  # [n, T]
+        source = np.stack([clip_dataset.frame_indices(int(i))[1] for i in clips]).astype(np.int64)  # [n, T]
         frames, positions = np.unique(source, return_inverse=True)
-        out.append(VideoClips(int(videos[clips[0]]), clips, np.asarray(dataset.clip_starts)[clips].astype(np.int64),
-                              frames, positions.reshape(source.shape)))
+        starts = np.asarray(clip_dataset.clip_starts)[clips].astype(np.int64)
+        out.append(VideoClips(int(videos[clips[0]]), clips, starts, frames, positions.reshape(source.shape)))
     return out
 
 
-def load_frames(dataset: Sequence, video: VideoClips) -> Clip:
+def load_frames(dataset: ClipDataset | Sequence[Clip], video: VideoClips) -> Clip:
     """The stored frames ``video.frames`` of ``video`` as one :class:`Clip` (points, and the
     images / cameras / part labels the video has)."""
     if hasattr(dataset, "video_frames"):

@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence, cast
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from cross4d_core.targets.frames import VideoClips, group_clips, load_frames
 from cross4d_core.targets.projection import FeatureProjection
 from cross4d_core.teachers.base import Teacher
 from cross4d_core.types import Clip, Correspondence
+
+if TYPE_CHECKING:
+    from cross4d_core.teachers.parts import PartTeacher
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,8 @@ def correspond_clip(clip: Clip, teacher: Teacher, source: str, image_size: int =
         if teacher.input_kind == "part_labels":
             if clip.part is None:
                 raise CorrespondenceError("the part teacher needs per-point part labels; this clip has none")
-            return out.label_images(teacher.point_labels(clip.points, clip.part)), out.correspondence
+            part_teacher = cast("PartTeacher", teacher)  # input_kind 'part_labels': the part teacher's interface
+            return out.label_images(part_teacher.point_labels(clip.points, clip.part)), out.correspondence
         return out.images, out.correspondence
     if teacher.input_kind != "rgb":
         raise CorrespondenceError(f"camera mode needs an RGB teacher; {teacher.name} reads {teacher.input_kind}")
@@ -198,7 +202,7 @@ def precompute_targets(
         proj = FeatureProjection.pca(torch.cat(samples).cpu(), d_p)
     writer.use_projection(proj)
 
-    shards = range(math.ceil(len(videos) / shard_size))
+    shards: Iterable[int] = range(math.ceil(len(videos) / shard_size))
     if progress:
         from tqdm import tqdm
 
@@ -206,7 +210,8 @@ def precompute_targets(
     for shard in shards:
         if writer.shard_done(shard):
             continue
-        records, dropped = [], []
+        records: list[TargetRecord] = []
+        dropped: list[dict] = []
         for video in videos[shard * shard_size:(shard + 1) * shard_size]:
             try:
                 clip, corr, feats = features_of(video)

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import torch
 
 from cross4d_core.geometry.image_transform import ImageTransform
 from cross4d_core.errors import TeacherWeightsNotFound
 from cross4d_core.teachers.base import FrozenModelTeacher
+
+if TYPE_CHECKING:  # transformers is imported where a teacher is built
+    from transformers import Dinov2Model, Dinov2WithRegistersModel, VJEPA2Model
 
 
 def load_pretrained(model_class, name_or_path: str):
@@ -24,6 +28,14 @@ def load_pretrained(model_class, name_or_path: str):
             f"(or `{model_class.__name__}.from_pretrained({name_or_path!r})` with network), "
             f"or pass a local directory that holds config.json and model.safetensors."
         ) from err
+
+
+def _square_patch(patch_size: int | list[int] | tuple[int, int]) -> int:
+    """A config's ``patch_size`` (typed int or pair by transformers): the teachers take square
+    patches given as one int (as the released DINOv2 / V-JEPA 2 configs do)."""
+    if not isinstance(patch_size, int):
+        raise TypeError(f"teacher config: patch_size {patch_size!r} is not one int (square patches only)")
+    return patch_size
 
 
 def _model_type(name_or_path: str) -> str:
@@ -47,6 +59,8 @@ class Dinov2Teacher(FrozenModelTeacher):
     the camera-image preprocessing.
     """
 
+    model: Dinov2Model | Dinov2WithRegistersModel
+
     def __init__(self, name_or_path: str, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
                  resize_shortest_edge: int | None = None, crop: int | tuple[int, int] | None = None,
                  batch_size: int = 32):
@@ -60,7 +74,7 @@ class Dinov2Teacher(FrozenModelTeacher):
             )
         super().__init__(load_pretrained(classes[model_type], name_or_path), device, dtype)
         self.name = str(name_or_path)
-        self.patch_size = int(self.model.config.patch_size)
+        self.patch_size = _square_patch(self.model.config.patch_size)
         self.feature_dim = int(self.model.config.hidden_size)
         self.num_prefix_tokens = 1 + int(getattr(self.model.config, "num_register_tokens", 0))
         self.resize_shortest_edge, self.crop, self.batch_size = resize_shortest_edge, crop, batch_size
@@ -86,6 +100,8 @@ class VJEPA2Teacher(FrozenModelTeacher):
     encoder runs (``skip_predictor=True``).
     """
 
+    model: VJEPA2Model
+
     def __init__(self, name_or_path: str, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
                  crop_size: int | None = None):
         from transformers import VJEPA2Model
@@ -96,7 +112,7 @@ class VJEPA2Teacher(FrozenModelTeacher):
         super().__init__(load_pretrained(VJEPA2Model, name_or_path), device, dtype)
         config = self.model.config
         self.name = str(name_or_path)
-        self.patch_size = int(config.patch_size)
+        self.patch_size = _square_patch(config.patch_size)
         self.tubelet = int(config.tubelet_size)
         self.feature_dim = int(config.hidden_size)
         self.crop_size = int(crop_size or config.crop_size)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import save_file
@@ -29,6 +29,9 @@ from cross4d_core.errors import CheckpointError
 from cross4d_core.fileio import atomic_directory, remove_temporaries, remove_tree, write_json_atomic
 from cross4d_core.fileio import read_json as read_json_file
 from cross4d_core.models.weights import load_tensors, load_weights, save_weights
+
+if TYPE_CHECKING:
+    from cross4d_core.models import Point4DEncoder
 
 CHECKPOINT_DIR = "checkpoints"
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
@@ -127,7 +130,7 @@ ENCODER_FILE = "encoder.safetensors"
 CONFIG_FILE = "config.json"
 
 
-def save_encoder(directory: str | Path, encoder: nn.Module, *, model_id: str,
+def save_encoder(directory: str | Path, encoder: Point4DEncoder, *, model_id: str,
                  normalisation: dict | None = None, extra: dict | None = None) -> None:
     """Write ``encoder.safetensors`` and ``config.json`` (model config from ``encoder.config``,
     ``model_id``, ``normalisation`` and the ``extra`` provenance keys) atomically."""
@@ -138,7 +141,7 @@ def save_encoder(directory: str | Path, encoder: nn.Module, *, model_id: str,
     write_json_atomic(directory / CONFIG_FILE, meta)
 
 
-def load_encoder(directory: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+def load_encoder(directory: str | Path, device: torch.device | str = "cpu") -> tuple[Point4DEncoder, dict]:
     """The POINT4D encoder of a pretrained encoder directory (eval mode) and its ``config.json``."""
     from cross4d_core.models import Point4DConfig, Point4DEncoder
 

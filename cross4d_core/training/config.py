@@ -12,13 +12,16 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from cross4d_core.errors import ConfigError
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 @dataclass
@@ -151,7 +154,7 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         raise _type_error(key, value, hint, source)
     if hint is Any:
         return value
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise _type_error(key, value, f"mapping for {hint.__name__}", source)
         return _build(hint, value, source, prefix=key + ".")

@@ -45,7 +45,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {name!r} requested but CUDA is not available")
-        if device.index is None:
+        index: int | None = device.index  # torch's stubs say int; None for a bare 'cuda'
+        if index is None:
             device = torch.device("cuda", local_rank)
     return device
 

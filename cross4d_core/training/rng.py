@@ -14,7 +14,9 @@ import torch
 def capture_rng_state() -> dict[str, torch.Tensor]:
     """The current global RNG states as a flat dict of CPU tensors."""
     version, py_state, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)  # the default, spelled out: numpy's stubs pick legacy=False
+    assert isinstance(np_state, tuple)  # legacy: the MT19937 state tuple
+    name, keys, pos, has_gauss, cached = np_state
     state = {
         "python": torch.tensor([version, *py_state], dtype=torch.int64),
         "python_gauss": torch.tensor([gauss is not None, gauss or 0.0], dtype=torch.float64),

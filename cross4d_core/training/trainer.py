@@ -17,10 +17,10 @@ import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -111,7 +111,8 @@ def _set_dataset_epoch(dataset: Dataset, epoch: int) -> None:
 
 def _param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on matrices / kernels only (not on biases, norms, embeddings of rank 1)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in module.parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
@@ -137,6 +138,7 @@ class Trainer:
         self.dist = dist_info or init_distributed(config.device)
         self.device = self.dist.device
         self.module = model.to(self.device)
+        assert isinstance(dataset, Sized)  # map-style: the sampler needs its length
         self.dataset = dataset
         self.collate_fn = collate_fn
         self.prepare_batch = prepare_batch
@@ -183,7 +185,7 @@ class Trainer:
         return save_training_checkpoint(self.out_dir, step, self.module, self.optimizer, state, tensors,
                                         keep=self.config.keep_checkpoints)
 
-    def _resume(self, resume: bool | str | Path) -> tuple[int, int, int, str | None]:
+    def _resume(self, resume: Literal[True] | str | Path) -> tuple[int, int, int, str | None]:
         path = latest_checkpoint(self.out_dir) if resume is True else Path(resume)
         if path is None:
             log.info("no checkpoint under %s: starting from scratch", self.out_dir)
@@ -227,11 +229,11 @@ class Trainer:
         names = sorted(metrics)
         values = torch.stack([loss.detach().float().reshape(())] + [
             torch.as_tensor(metrics[k], dtype=torch.float32, device=self.device).detach().reshape(()) for k in names])
-        values = all_reduce_mean(values, self.dist).tolist()
-        if not torch.isfinite(torch.tensor(values[0])):
+        reduced: list[float] = all_reduce_mean(values, self.dist).tolist()
+        if not torch.isfinite(torch.tensor(reduced[0])):
             last = latest_checkpoint(self.out_dir)
             raise NonFiniteLossError(
-                f"non-finite loss {values[0]} at step {step + 1} (epoch {epoch + 1}); stopping. "
+                f"non-finite loss {reduced[0]} at step {step + 1} (epoch {epoch + 1}); stopping. "
                 f"Last good checkpoint: {last if last else 'none'}. Lower optim.lr, check the data, "
                 f"or resume with --resume.")
         self.optimizer.zero_grad(set_to_none=True)
@@ -245,7 +247,7 @@ class Trainer:
         after_step = getattr(self.module, "after_step", None)
         if callable(after_step):
             after_step()
-        return values[0], {"lr": lr, "grad_norm": grad_norm, **dict(zip(names, values[1:]))}
+        return reduced[0], {"lr": lr, "grad_norm": grad_norm, **dict(zip(names, reduced[1:]))}
 
     def fit(self, resume: bool | str | Path = False) -> TrainResult:
         """Train for ``config.epochs`` (or until ``config.max_steps``); checkpoint each epoch.

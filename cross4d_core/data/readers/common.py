@@ -6,11 +6,13 @@ import pickle
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeVar
 
 import numpy as np
 
 from cross4d_core.errors import SourceFormatError
+
+ItemT = TypeVar("ItemT")
 
 
 def backproject_depth(depth: np.ndarray, scale: float) -> list[np.ndarray]:
@@ -89,12 +91,13 @@ def load_object_frames(path: Path, key: str, scale: float) -> list[np.ndarray]:
         if isinstance(exc, SourceFormatError):
             raise
         raise SourceFormatError(path, f"unreadable .npz: {type(exc).__name__}: {exc}") from exc
+    items: Iterable[object] = arr
     if arr.dtype != object and arr.ndim == 3:
-        arr = list(arr)
+        items = list(arr)
     elif arr.dtype != object or arr.ndim != 1:
         raise SourceFormatError(path, f"{key!r} must be a 1-D object array of frames, got {arr.dtype} {arr.shape}")
     frames = []
-    for t, frame in enumerate(arr):
+    for t, frame in enumerate(items):
         if not (isinstance(frame, np.ndarray) and frame.dtype.kind in "fiu" and frame.ndim == 2
                 and frame.shape[1] == 3):
             desc = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
@@ -136,8 +139,8 @@ class ConversionSummary:
 
 def convert_items(
     writer,
-    items: Iterable[tuple[str, object]],
-    write_one: Callable[[str, object], int],
+    items: Iterable[tuple[str, ItemT]],
+    write_one: Callable[[str, ItemT], int],
     summary: ConversionSummary,
     progress: bool,
     desc: str,

@@ -32,11 +32,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cross4d_core.data.readers.common import ConversionSummary, SourceFormatError, convert_items
 from cross4d_core.msgconv.stamp import seconds_to_ns
+
+if TYPE_CHECKING:
+    import h5py  # imported lazily, where used (open_file)
 
 FPS = 15.0
 #: release -> (label dataset, number of label values, manifest source)
@@ -60,10 +64,10 @@ class BenchmarkFile:
     """
 
     path: Path
-    handle: object
-    pcd: object
-    center: object
-    labels: object | None
+    handle: h5py.File
+    pcd: h5py.Dataset
+    center: h5py.Dataset
+    labels: h5py.Dataset | None
     release: str | None
     split: str
 
@@ -103,9 +107,9 @@ def open_file(path: Path) -> BenchmarkFile:
             raise SourceFormatError(path, f"center must be [N, T, 3] or [N, 3] for N={n}, got {center.shape}")
         release = kinds[0] if kinds else None
         labels = f[RELEASES[release][0]] if release else None
-        if release == "action" and labels.shape != (n, t):
+        if labels is not None and release == "action" and labels.shape != (n, t):
             raise SourceFormatError(path, f"label shape {labels.shape} != pcd's [N, T] = {(n, t)}")
-        if release == "semantic" and labels.shape != (n, t, p):
+        if labels is not None and release == "semantic" and labels.shape != (n, t, p):
             raise SourceFormatError(path, f"semantic shape {labels.shape} != pcd's [N, T, P] = {(n, t, p)}")
     except BaseException:
         f.close()
@@ -148,6 +152,7 @@ def read_sequence(f: BenchmarkFile, i: int, subtract_center: bool) -> tuple[np.n
         raise SourceFormatError(f.path, f"sequence {i}: pcd has non-finite coordinates")
     labels = None
     if raw is not None:
+        assert f.release is not None  # labels come with their release (open_file)
         key, num_classes, _ = RELEASES[f.release]
         labels = integral_labels(f.path, key, i, raw, num_classes)
     if subtract_center:

@@ -88,7 +88,8 @@ def convert_bag(
                 continue
             with_images = all(f.image is not None and f.camera is not None for f in window.frames)
             frames = [f.points for f in window.frames]
-            cameras = [f.camera for f in window.frames] if with_images else None
+            # (the `is not None` filters narrow the types: with_images means every frame has both)
+            cameras = [f.camera for f in window.frames if f.camera is not None] if with_images else None
             origin = window_origin(frames)
             if origin is not None:  # subtract in float64, before add_video's float32 cast
                 frames = [f - origin for f in frames]
@@ -99,7 +100,7 @@ def convert_bag(
             writer.add_video(
                 video_id, frames, label=label, split=split,
                 stamps_ns=window.stamps_ns,
-                images=np.stack([f.image for f in window.frames]) if with_images else None,
+                images=np.stack([f.image for f in window.frames if f.image is not None]) if with_images else None,
                 cameras=cameras,
                 meta={"bag": bag.name, "window": window.index, "sequence": window.sequence,
                       "frame_id": window.frames[-1].frame_id,

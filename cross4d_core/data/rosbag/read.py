@@ -186,9 +186,10 @@ def iter_bag_frames(
     if extrinsic is not None:
         extrinsic = np.asarray(extrinsic, dtype=np.float64).reshape(4, 4)
     with BagReader(bag) as reader:
-        cloud_topic = reader.pick_topic(cloud_topic, POINTCLOUD2, required=True)
-        if cloud_topic is None:
+        picked = reader.pick_topic(cloud_topic, POINTCLOUD2, required=True)
+        if picked is None:
             raise ValueError("iter_bag_frames: cloud_topic is required")
+        cloud_topic = picked
         image_topic = reader.pick_topic(image_topic, IMAGE, required=False)
         info_topic = reader.pick_topic(camera_info_topic, CAMERA_INFO, required=False)
         tree = read_static_transforms(reader) if extrinsic is None and info_topic else None
@@ -203,6 +204,7 @@ def iter_bag_frames(
                 if extrinsic is not None:
                     extrinsics[key] = extrinsic
                 else:
+                    assert tree is not None  # read when there is a camera_info topic and no extrinsic
                     try:
                         extrinsics[key] = tree.lookup(key[1], key[0])
                     except KeyError as exc:

@@ -142,7 +142,7 @@ def write_synthetic_bag(
                 T = T_link_from_optical @ seq.cameras[t].T_cam_from_points if seq.cameras is not None else np.eye(4)
                 points_link = (points @ T[:3, :3].T + T[:3, 3]).astype(np.float32)
                 write("cloud", stamp, make.pointcloud2(make.header(stamp, SYNTH_CLOUD_FRAME), points_link))
-                if seq.images is not None:
+                if seq.images is not None and seq.cameras is not None:  # cameras: checked above
                     header = make.header(stamp, SYNTH_OPTICAL_FRAME)
                     write("image", stamp, make.image(header, seq.images[t], "rgb8"))
                     write("info", stamp, make.camera_info(header, seq.cameras[t]))
