@@ -38,6 +38,10 @@ class ConfigError(Cross4DError, ValueError):
     """A configuration file or override is invalid (names the key and the source)."""
 
 
+class ParameterError(ConfigError):
+    """A ROS node parameter has an invalid value (the message names it and the value)."""
+
+
 class DatasetFormatError(FileError, ValueError):
     """A file of a converted dataset (the on-disk format) is missing, corrupt or inconsistent."""
 
@@ -45,6 +49,10 @@ class DatasetFormatError(FileError, ValueError):
 class SourceFormatError(FileError, ValueError):
     """A public dataset's source file is corrupt, truncated or not in the documented layout,
     e.g. ``/data/a01_s01_e01_sdepth.bin: body has 1200 bytes, header needs 4 x 10 x 8 x 4 = 1280``."""
+
+
+class BagFormatError(SourceFormatError):
+    """A rosbag2 is unreadable (corrupt, truncated, unknown storage) or lacks what was asked for."""
 
 
 class TargetCacheError(FileError, ValueError):
@@ -59,6 +67,11 @@ class NonFiniteLossError(Cross4DError, RuntimeError):
     """The loss became NaN or Inf; training stopped (the last checkpoint is left intact)."""
 
     exit_code = 3
+
+
+class FrameRejected(Cross4DError, ValueError):
+    """A frame the window buffer refuses (a repeated stamp, another ``frame_id`` than the
+    stream's); the message says why, and callers count it."""
 
 
 class CorrespondenceError(Cross4DError, ValueError):

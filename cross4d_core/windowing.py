@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cross4d_core.errors import FrameRejected
 from cross4d_core.geometry.camera import PinholeCamera
 from cross4d_core.preprocess import ModelInput
 
@@ -78,10 +79,6 @@ class Window:
     def stamps_ns(self) -> np.ndarray:
         """``[T]`` int64 frame stamps, oldest first."""
         return np.array([f.stamp_ns for f in self.frames], dtype=np.int64)
-
-
-class FrameRejected(ValueError):
-    """A frame :meth:`WindowBuffer.push` refuses; the message says why (callers count it)."""
 
 
 def normalise_frame_id(frame_id: str) -> str:

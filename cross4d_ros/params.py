@@ -9,9 +9,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-
-class ParameterError(ValueError):
-    """A node parameter has an invalid value (the message names it and the value)."""
+from cross4d_core.errors import ParameterError
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,22 @@ def test_param_checks_name_the_parameter():
     assert d.read_only and d.integer_range[0].from_value == 1 and d.integer_range[0].to_value == 8
 
 
+def test_invalid_parameters_are_a_config_error_of_the_one_hierarchy(rclpy_context):
+    from rclpy.parameter import Parameter
+
+    from cross4d_core.errors import ConfigError, Cross4DError
+    from cross4d_ros.params import Param, ParameterError, declare_and_validate
+
+    node = rclpy_context.create_node("param_errors", parameter_overrides=[Parameter("qos", value="fast")])
+    try:
+        with pytest.raises(ParameterError, match=r"param_errors: invalid parameters: parameter 'qos' = 'fast' is not "
+                                                 r"one of \['reliable', 'best_effort'\]") as info:
+            declare_and_validate(node, [Param("qos", "reliable", "x", choices=("reliable", "best_effort"))])
+    finally:
+        node.destroy_node()
+    assert isinstance(info.value, ConfigError) and isinstance(info.value, Cross4DError)
+
+
 def test_as_matrix_accepts_rigid_and_rejects_others():
     from cross4d_ros.stream_node import as_matrix
 

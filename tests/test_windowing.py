@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cross4d_core.windowing import Frame, FramePairer, FrameRejected, NearestStampQueue, WindowBuffer
+from cross4d_core.errors import FrameRejected
+from cross4d_core.windowing import Frame, FramePairer, NearestStampQueue, WindowBuffer
 
 MS = 1_000_000  # ns
 

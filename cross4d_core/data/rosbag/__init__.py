@@ -11,7 +11,6 @@
 from cross4d_core.data.rosbag.convert import convert_bag, window_origin
 from cross4d_core.data.rosbag.read import (
     AUTO,
-    BagFormatError,
     BagReader,
     BagStats,
     iter_bag_frames,
@@ -27,6 +26,7 @@ from cross4d_core.data.rosbag.write import (
     T_LINK_FROM_COLOR,
     write_synthetic_bag,
 )
+from cross4d_core.errors import BagFormatError
 
 __all__ = [
     "AUTO", "BagFormatError", "BagReader", "BagStats", "SYNTH_CLOUD_FRAME", "SYNTH_COLOR_FRAME", "SYNTH_OPTICAL_FRAME",

@@ -26,16 +26,14 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from cross4d_core.data.readers.common import SourceFormatError
 from cross4d_core.data.rosbag.tf import StaticTransforms
-from cross4d_core.errors import MessageFormatError
+from cross4d_core.errors import BagFormatError, FrameRejected, MessageFormatError
 from cross4d_core.geometry.camera import PinholeCamera
 from cross4d_core.msgconv import camera_info_to_camera, image_to_rgb, pointcloud2_to_xyz, seconds_to_ns, stamp_to_ns
 from cross4d_core.windowing import (
     DEFAULT_MAX_FRAME_GAP_S,
     Frame,
     FramePairer,
-    FrameRejected,
     Window,
     WindowBuffer,
     normalise_frame_id,
@@ -50,10 +48,6 @@ TF_STATIC_TOPIC = "/tf_static"
 AUTO = "auto"
 #: Message definitions for bags that do not carry their own (sqlite3 bags of older recorders).
 TYPESTORE = "ros2_kilted"
-
-
-class BagFormatError(SourceFormatError):
-    """A bag is unreadable (corrupt, truncated, unknown storage) or lacks what was asked for."""
 
 
 def typestore():
