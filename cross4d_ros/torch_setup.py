@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from cross4d_core.training.distributed import resolve_device
+from cross4d_core.devices import resolve_device
 from cross4d_ros.params import Param
 
 TORCH_PARAMS = [

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from cross4d_core.devices import resolve_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -29,26 +31,6 @@ class DistInfo:
         """More than one rank, or a process group the caller initialised (a world of one
         under ``torchrun`` still runs DDP and its collectives, e.g. to check NCCL on one GPU)."""
         return self.world_size > 1 or (dist.is_available() and dist.is_initialized())
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> the local rank's GPU when CUDA is available, else CPU; ``cpu``, ``cuda``,
-    ``cuda:N`` as given. Anything else, or CUDA without a GPU, raises ``ValueError``."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:  # e.g. 'gpu' or 'cuda:x'
-        raise ValueError(f"device {name!r} is not cpu, cuda or cuda:N ({exc})") from exc
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {name!r} is not cpu, cuda or cuda:N")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but CUDA is not available")
-        index: int | None = device.index  # torch's stubs say int; None for a bare 'cuda'
-        if index is None:
-            device = torch.device("cuda", local_rank)
-    return device
 
 
 def init_distributed(device: str = "auto") -> DistInfo:
