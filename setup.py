@@ -13,7 +13,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["cross4d_core", "cross4d_core.*", "cross4d_ros", "cross4d_ros.*"]),
-    package_data={"cross4d_core": ["py.typed"]},
+    package_data={"cross4d_core": ["py.typed", "configs/train/*.yaml"]},  # read with importlib.resources
     install_requires=[
         "numpy>=1.24",
         "torch>=2.3",

@@ -4,7 +4,6 @@ precomputed with a tiny random DINOv2 (H2) -> ``cross4d pretrain`` (dense, tiny 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,6 @@ import torch
 
 from cross4d_core.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
 CLIP = ["--set", "data.frames=4", "--set", "data.num_points=64"]
 
 
@@ -39,7 +37,7 @@ def world(tmp_path_factory):
 
 
 def pretrain_args(root, out, *extra):
-    return ["pretrain", "--config", str(REPO / "config/train/pretrain_tiny.yaml"), "--set", f"out_dir={out}",
+    return ["pretrain", "--config", "pretrain_tiny.yaml", "--set", f"out_dir={out}",
             "--set", f"data.path={root / 'cache'}", *extra]
 
 
@@ -71,7 +69,7 @@ def test_pretrain_none_exports_the_random_encoder(world):
 
 def test_pretrain_reports_bad_config(world, capsys):
     root, _ = world
-    assert main(["pretrain", "--config", str(REPO / "config/train/pretrain_tiny.yaml"),
+    assert main(["pretrain", "--config", "pretrain_tiny.yaml",
                  "--set", f"out_dir={root / 'bad'}"]) == 1
     assert "data.path is empty" in capsys.readouterr().err
     assert main(pretrain_args(root, root / "bad", "--set", "optim.lrr=1")) == 1

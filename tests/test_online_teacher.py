@@ -1,8 +1,6 @@
 """Online-teacher training: the teacher runs in the training step and gives the cached targets."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from transformers import Dinov2Config, Dinov2Model, VJEPA2Config, VJEPA2Model
@@ -10,7 +8,6 @@ from transformers import Dinov2Config, Dinov2Model, VJEPA2Config, VJEPA2Model
 from cross4d_core.targets import OnlineClips, OnlineTeacher, TargetBatch, TargetCache, gather_point_targets
 from cross4d_core.teachers import load_teacher
 
-REPO = Path(__file__).resolve().parents[1]
 FRAMES, POINTS, STRIDE = 4, 64, 2
 
 
@@ -62,7 +59,7 @@ def _pretrain(root, out, source, objective):
                  "teacher.kind=dinov2", f"teacher.model={root / 'dinov2'}", "teacher.d_p=16", "teacher.image_size=42",
                  "teacher.azimuth=60", "tensorboard=false",
                  f"data.path={root / ('cache' if source == 'targets' else 'data')}"]
-    return pretrain(load_config(TrainConfig, REPO / "config/train/pretrain_tiny.yaml", overrides))
+    return pretrain(load_config(TrainConfig, "pretrain_tiny.yaml", overrides))
 
 
 @pytest.mark.parametrize("objective", ["dense", "global"])

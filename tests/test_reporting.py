@@ -19,8 +19,6 @@ from hypothesis import strategies as st
 from cross4d_core.cli import main
 from cross4d_core.reporting import MISSING, Cell, ReportError, collect_runs, write_report
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -93,20 +91,20 @@ def pipeline(tmp_path_factory):
                  str(tmp / "toy-dinov2"), "--source", "render", "--out", str(tmp / "cache"), "--frames", "4",
                  "--num-points", "64", "--d-p", "8", "--image-size", "42"]) == 0
     runs = tmp / "runs"
-    probe = ["--config", str(REPO / "config/train/probe.yaml"), "--set", "probe.paper.epochs=20", "--set", "device=cpu"]
+    probe = ["--config", "probe.yaml", "--set", "probe.paper.epochs=20", "--set", "device=cpu"]
     for objective in ("none", "global", "dense"):
-        assert main(["pretrain", "--config", str(REPO / "config/train/pretrain_tiny.yaml"),
+        assert main(["pretrain", "--config", "pretrain_tiny.yaml",
                      "--set", f"objective.name={objective}", "--set", f"data.path={tmp / 'cache'}",
                      "--set", f"out_dir={runs / objective}", "--set", "max_steps=3", "--set", "tensorboard=false"]) == 0
         assert main(["probe", "--checkpoint", str(runs / objective), "--dataset", str(tmp / "world_a"), *probe]) == 0
     dense = str(runs / "dense")
     assert main(["transfer", "--checkpoint", dense, "--dataset", str(tmp / "world_b"), *probe]) == 0
     assert main(["finetune", "--checkpoint", dense, "--dataset", str(tmp / "world_a"),
-                 "--config", str(REPO / "config/train/finetune.yaml"), "--set", "fractions=[0.5,1.0]",
+                 "--config", "finetune.yaml", "--set", "fractions=[0.5,1.0]",
                  "--set", "epochs=1", "--set", "max_steps=2", "--set", "batch_size=4", "--set", "progress=false",
                  "--set", "device=cpu"]) == 0
     assert main(["segment", "--checkpoint", dense, "--dataset", str(tmp / "world_a"),
-                 "--config", str(REPO / "config/train/segment.yaml"), "--set", "segment.probe.paper.epochs=3",
+                 "--config", "segment.yaml", "--set", "segment.probe.paper.epochs=3",
                  "--set", "device=cpu"]) == 0
     assert main(["robustness", "--checkpoint", dense, "--dataset", str(tmp / "world_a"), "--set", "device=cpu",
                  "--set", "robustness.frame_fractions=[1.0, 0.5]", "--set", "robustness.point_fractions=[1.0, 0.5]",

@@ -142,13 +142,11 @@ def test_distill_publishes_offline_targets_and_records_resumable_shards(
 
 def _pretrain_on(cache, out):
     import json
-    import pathlib
 
     from cross4d_core.cli import main as cross4d
 
-    config = pathlib.Path(__file__).resolve().parents[1] / "config" / "train" / "pretrain_tiny.yaml"
-    assert cross4d(["pretrain", "--config", str(config), "--set", f"data.path={cache}", "--set", f"out_dir={out}",
-                    "--set", "tensorboard=false"]) == 0
+    assert cross4d(["pretrain", "--config", "pretrain_tiny.yaml", "--set", f"data.path={cache}",
+                    "--set", f"out_dir={out}", "--set", "tensorboard=false"]) == 0
     results = json.loads((out / "pretrain_results.json").read_text())
     assert results["steps"] > 0 and np.isfinite(results["final_loss"]), results
     assert (out / "encoder.safetensors").exists()

@@ -95,17 +95,33 @@ def test_yaml_config_and_overrides(tmp_path):
 
 
 def test_shipped_yaml_configs_load():
+    from cross4d_core.configs import train_config, train_config_names
     from cross4d_core.evaluation.config import FinetuneRunConfig, ProbeRunConfig, SegmentRunConfig
 
     expected = {"pretrain_dense": ("dense", "targets"), "pretrain_global": ("global", "targets"),
                 "pretrain_intra": ("intra", "clips"), "pretrain_tiny": ("dense", "targets")}
+    assert {f"{name}.yaml" for name in expected} | {"probe.yaml", "finetune.yaml", "segment.yaml"} <= set(
+        train_config_names())
     for name, (objective, source) in expected.items():
-        cfg = load_config(TrainConfig, REPO / "config/train" / f"{name}.yaml")
+        cfg = load_config(TrainConfig, f"{name}.yaml")
         assert (cfg.objective.name, cfg.data.source) == (objective, source)
         assert cfg.optim.lr == 5e-4 and cfg.optim.weight_decay == 1e-4
-    assert load_config(ProbeRunConfig, REPO / "config/train/probe.yaml").probe.paper.epochs == 300
-    assert load_config(FinetuneRunConfig, REPO / "config/train/finetune.yaml").fractions == [0.1, 0.25, 0.5, 1.0]
-    assert load_config(SegmentRunConfig, REPO / "config/train/segment.yaml").segment.correspondence_gaps == (8, 15)
+        assert cfg == load_config(TrainConfig, train_config(f"{name}.yaml"))
+    assert load_config(ProbeRunConfig, "probe.yaml").probe.paper.epochs == 300
+    assert load_config(FinetuneRunConfig, "finetune.yaml").fractions == [0.1, 0.25, 0.5, 1.0]
+    assert load_config(SegmentRunConfig, "segment.yaml").segment.correspondence_gaps == (8, 15)
+
+
+def test_a_config_file_wins_over_the_shipped_config_of_its_name(tmp_path, monkeypatch):
+    from cross4d_core.configs import train_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "probe.yaml").write_text("epochs: 7\n")
+    assert load_config(TrainConfig, "probe.yaml").epochs == 7
+    with pytest.raises(ConfigError, match=r"no shipped config 'nosuch.yaml' \(shipped: .*pretrain_dense.yaml"):
+        train_config("nosuch.yaml")
+    with pytest.raises(ConfigError, match="cannot read config file nosuch.yaml"):
+        load_config(TrainConfig, "nosuch.yaml")
 
 
 @given(total=st.integers(20, 2000), frac=st.sampled_from([0.0, 0.05, 0.1]))

@@ -16,14 +16,15 @@ if TYPE_CHECKING:  # imported where used: the CLI starts without torch
     from cross4d_core.data.clips import ClipDataset
     from cross4d_core.targets import OnlineClips, TargetCache
 
-# The repository's config/train/, so the default configs are found from any working directory.
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "train"
+from cross4d_core.configs import train_config_names
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, default_config: str | None) -> None:
-    """``--config`` (default: ``default_config`` in :data:`CONFIG_DIR`) and repeatable ``--set``."""
-    default = str(CONFIG_DIR / default_config) if default_config else None
-    parser.add_argument("--config", default=default, help="YAML config (default: %(default)s)")
+    """``--config`` (default: the shipped config ``default_config``, see :mod:`cross4d_core.configs`)
+    and repeatable ``--set``."""
+    parser.add_argument("--config", default=default_config,
+                        help="YAML config: a file, or the name of a shipped one (an existing file of that name "
+                             f"wins): {', '.join(train_config_names())} (default: %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.lr=1e-3 (repeatable)")
 

@@ -1,4 +1,4 @@
-"""Run configurations of the evaluation commands (YAML in ``config/train/``, ``--set`` overrides)."""
+"""Run configurations of the evaluation commands (YAML shipped in :mod:`cross4d_core.configs`, ``--set`` overrides)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

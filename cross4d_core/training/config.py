@@ -8,17 +8,20 @@ naming the key, the value and the file.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
+from cross4d_core.configs import config_source
 from cross4d_core.errors import ConfigError
 
 if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
     from _typeshed import DataclassInstance
 
 T = TypeVar("T", bound="DataclassInstance")
@@ -108,7 +111,7 @@ class ObjectiveConfig:
 
 @dataclass
 class TrainConfig:
-    """Everything ``cross4d pretrain`` needs (one YAML file in ``config/train/``)."""
+    """Everything ``cross4d pretrain`` needs (one YAML file, e.g. a shipped one: :mod:`cross4d_core.configs`)."""
 
     out_dir: str = "runs/pretrain"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -232,15 +235,20 @@ def parse_overrides(overrides: list[str] | None) -> list[tuple[str, Any]]:
     return parsed
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Build dataclass ``cls`` from a YAML file (optional) and ``key.path=value`` overrides."""
+def load_config(cls: type[T], path: str | os.PathLike | Traversable | None = None,
+                overrides: list[str] | None = None) -> T:
+    """Build dataclass ``cls`` from a YAML file (optional) and ``key.path=value`` overrides.
+
+    ``path``: a YAML file, or the name of a shipped config (``"pretrain_dense.yaml"``; see
+    :func:`cross4d_core.configs.config_source`: an existing file of that name wins).
+    """
     tree: dict = {}
     source = "defaults"
     if path is not None:
+        path = config_source(path)
         source = str(path)
         try:
-            with open(path) as f:
-                tree = yaml.safe_load(f) or {}
+            tree = yaml.safe_load(path.read_text()) or {}
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from exc
         except yaml.YAMLError as exc:
