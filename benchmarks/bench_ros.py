@@ -13,10 +13,7 @@ frame, subsampled to 2048 by the node).
 """
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,7 +25,6 @@ T, N = 24, 2048
 #: One torch thread for the model timings and the node: the 2-core machine is shared, and
 #: OpenMP threads spinning against other processes make timings erratic (10x outliers).
 TORCH_THREADS = 1
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _recognizer(directory: Path):
@@ -87,13 +83,13 @@ class _Client:
         from rclpy.qos import QoSProfile, ReliabilityPolicy
 
         from cross4d.msg import ActionRecognition
-        from cross4d_ros.replay import SequencePublisher
+        from cross4d_testing.replay import SequencePublisher
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node("bench_ros_client", context=self.context)
         self.publisher = SequencePublisher(self.node, f"{ns}/points", reliability="reliable", depth=10)
-        self.sent: dict[tuple[int, int], float] = {}
+        self.sent: dict[int, float] = {}  # stamp (ns) -> when published
         self.latencies: list[float] = []
         self.received = 0
         self.diagnostics: dict[str, str] = {}  # of the perception_node in `ns`
@@ -108,9 +104,11 @@ class _Client:
         self._thread.start()
 
     def _on_action(self, msg) -> None:
+        from cross4d_core.msgconv import stamp_to_ns
+
         now = time.perf_counter()
         with self._lock:
-            sent = self.sent.get((msg.header.stamp.sec, msg.header.stamp.nanosec))
+            sent = self.sent.get(stamp_to_ns(msg.header.stamp))
             self.received += 1
             if sent is not None:
                 self.latencies.append((now - sent) * 1e3)
@@ -120,12 +118,12 @@ class _Client:
             if status.name.startswith(self.node_name):
                 self.diagnostics = {kv.key: kv.value for kv in status.values}
 
-    def publish(self, stamp: float, points: np.ndarray) -> None:
+    def publish(self, stamp_ns: int, points: np.ndarray) -> None:
         from cross4d_ros.messages import make_header, make_pointcloud2
 
-        cloud = make_pointcloud2(make_header(stamp, "camera_optical"), points)
+        cloud = make_pointcloud2(make_header(stamp_ns, "camera_optical"), points)
         with self._lock:
-            self.sent[(cloud.header.stamp.sec, cloud.header.stamp.nanosec)] = time.perf_counter()
+            self.sent[stamp_ns] = time.perf_counter()
         self.publisher.cloud.publish(cloud)
 
     def close(self) -> None:
@@ -134,13 +132,14 @@ class _Client:
         self.context.shutdown()
 
 
-def _stream(client: _Client, frames, rate_hz: float, count: int, t0: float) -> float:
-    period = 1.0 / rate_hz
+def _stream(client: _Client, frames, rate_hz: float, count: int, t0_ns: int) -> int:
+    """``count`` clouds at ``rate_hz``, stamped from ``t0_ns`` on; the stamp after the last (ns)."""
+    period_ns = round(1e9 / rate_hz)
     start = time.perf_counter()
     for k in range(count):
-        time.sleep(max(0.0, start + k * period - time.perf_counter()))
-        client.publish(t0 + k * period, frames[k % len(frames)])
-    return t0 + count * period
+        time.sleep(max(0.0, start + k * period_ns * 1e-9 - time.perf_counter()))
+        client.publish(t0_ns + k * period_ns, frames[k % len(frames)])
+    return t0_ns + count * period_ns
 
 
 def run(report) -> None:
@@ -155,72 +154,69 @@ def run(report) -> None:
 
 
 def _run(report) -> None:
-    from cross4d_ros.replay import wait_until
+    from cross4d_testing.nodes import NodeProcess, node_command
 
     with tempfile.TemporaryDirectory() as tmp:
         recognizer = _recognizer(Path(tmp))
         frames = _frames(48)
         _model_times(report, recognizer, frames)
-        node = subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / "perception_node"), "--ros-args", "-r", "__ns:=/bench_ros",
-             "-p", "cloud_topic:=points", "-p", f"checkpoint:={tmp}", "-p", "qos_input_reliability:=reliable",
-             "-p", "diagnostics_period:=0.5",
-             "-p", f"torch_threads:={TORCH_THREADS}",
-             "--log-level", "warn"],
-            env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        client = _Client("/bench_ros")
-        try:
-            if not client.publisher.wait_for_subscribers(60.0):
-                raise RuntimeError(f"perception_node did not come up: {node.stderr.read() if node.poll() else ''}")
-            # warm-up: fill the window (the first window encodes all 24 frames)
-            t = _stream(client, frames, 4.0, T + 4, 1000.0)
-            wait_until(lambda: client.received >= 5, 30.0)
-            time.sleep(0.6)
-            keys = ("windows", "inference_ms_total", "embeddings_ms_total")
-            before = {k: float(client.diagnostics.get(k, 0)) for k in keys}
-            client.latencies.clear()
-            t = _stream(client, frames, 4.0, 30, t + 1.0)
-            wait_until(lambda: len(client.latencies) >= 30, 5.0)
-            time.sleep(0.6)
-            lat = sorted(client.latencies)
-            delta = {k: float(client.diagnostics[k]) - before[k] for k in keys}
-            inference = delta["inference_ms_total"] / delta["windows"]
-            note = f"{len(lat)} windows at 4 Hz, {T}x{N}, node in its own process"
-            report.value("end-to-end latency median (cloud published -> actions received)", statistics.median(lat),
-                         "ms", note=note)
-            report.value("end-to-end latency p95", lat[int(0.95 * (len(lat) - 1))], "ms", note=note)
-            report.value("end-to-end latency mean", statistics.fmean(lat), "ms", note=note)
-            report.value("model time in the node (pre-processing + cached encoder + classifier), mean", inference,
-                         "ms", note=note)
-            report.value("ROS overhead (mean latency - mean model time)", statistics.fmean(lat) - inference, "ms",
-                         note="serialise, DDS transport, decode, sync, windowing, queueing, publish")
-            report.value("PointEmbeddings after the actions (point features, PCA colour, 2048x256 cloud), mean",
-                         delta["embeddings_ms_total"] / delta["windows"], "ms", note=note)
-            sustained = 0.0
-            for rate in (2.0, 3.0, 5.0, 10.0, 20.0, 30.0):
-                before = (client.received, int(client.diagnostics.get("skipped_windows", 0)),
-                          int(client.diagnostics.get("dropped_cloud", 0)))
-                count = int(rate * 3)
-                t = _stream(client, frames, rate, count, t + 1.0)
-                wait_until(lambda: client.received - before[0] >= count, 3.0)
-                time.sleep(0.6)
-                got = client.received - before[0]
-                skipped = int(client.diagnostics.get("skipped_windows", 0)) - before[1]
-                dropped = int(client.diagnostics.get("dropped_cloud", 0)) - before[2]
-                print(f"    {rate:.0f} Hz: {got}/{count} windows, {skipped} skipped, {dropped} dropped", flush=True)
-                if got == count and skipped == 0 and dropped == 0:
-                    sustained = rate
-                else:
-                    break
-            report.value("sustained input rate with every window computed", sustained, "Hz",
-                         note="highest of 2/3/5/10/20/30 Hz (3 s each) with no dropped cloud and no skipped window")
-        finally:
-            client.close()
-            node.terminate()
+        command = node_command("perception_node", {
+            "cloud_topic": "points", "checkpoint": tmp, "qos_input_reliability": "reliable",
+            "diagnostics_period": 0.5, "torch_threads": TORCH_THREADS}, namespace="/bench_ros", log_level="warn")
+        with NodeProcess(command) as node:
+            client = _Client("/bench_ros")
             try:
-                node.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                node.kill()
+                node.wait_for_subscribers(client.publisher, 60.0)
+                _measure(report, client, frames)
+            finally:
+                client.close()
+
+
+def _measure(report, client: _Client, frames) -> None:
+    from cross4d_testing.replay import wait_until
+
+    # warm-up: fill the window (the first window encodes all 24 frames)
+    t = _stream(client, frames, 4.0, T + 4, 1000 * 10**9)
+    wait_until(lambda: client.received >= 5, 30.0)
+    time.sleep(0.6)
+    keys = ("windows", "inference_ms_total", "embeddings_ms_total")
+    before = {k: float(client.diagnostics.get(k, 0)) for k in keys}
+    client.latencies.clear()
+    t = _stream(client, frames, 4.0, 30, t + 10**9)
+    wait_until(lambda: len(client.latencies) >= 30, 5.0)
+    time.sleep(0.6)
+    lat = sorted(client.latencies)
+    delta = {k: float(client.diagnostics[k]) - before[k] for k in keys}
+    inference = delta["inference_ms_total"] / delta["windows"]
+    note = f"{len(lat)} windows at 4 Hz, {T}x{N}, node in its own process"
+    report.value("end-to-end latency median (cloud published -> actions received)", statistics.median(lat),
+                 "ms", note=note)
+    report.value("end-to-end latency p95", lat[int(0.95 * (len(lat) - 1))], "ms", note=note)
+    report.value("end-to-end latency mean", statistics.fmean(lat), "ms", note=note)
+    report.value("model time in the node (pre-processing + cached encoder + classifier), mean", inference,
+                 "ms", note=note)
+    report.value("ROS overhead (mean latency - mean model time)", statistics.fmean(lat) - inference, "ms",
+                 note="serialise, DDS transport, decode, sync, windowing, queueing, publish")
+    report.value("PointEmbeddings after the actions (point features, PCA colour, 2048x256 cloud), mean",
+                 delta["embeddings_ms_total"] / delta["windows"], "ms", note=note)
+    sustained = 0.0
+    for rate in (2.0, 3.0, 5.0, 10.0, 20.0, 30.0):
+        before = (client.received, int(client.diagnostics.get("skipped_windows", 0)),
+                  int(client.diagnostics.get("dropped_cloud", 0)))
+        count = int(rate * 3)
+        t = _stream(client, frames, rate, count, t + 10**9)
+        wait_until(lambda: client.received - before[0] >= count, 3.0)
+        time.sleep(0.6)
+        got = client.received - before[0]
+        skipped = int(client.diagnostics.get("skipped_windows", 0)) - before[1]
+        dropped = int(client.diagnostics.get("dropped_cloud", 0)) - before[2]
+        print(f"    {rate:.0f} Hz: {got}/{count} windows, {skipped} skipped, {dropped} dropped", flush=True)
+        if got == count and skipped == 0 and dropped == 0:
+            sustained = rate
+        else:
+            break
+    report.value("sustained input rate with every window computed", sustained, "Hz",
+                 note="highest of 2/3/5/10/20/30 Hz (3 s each) with no dropped cloud and no skipped window")
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def replay_bag_through_node(bag: Path, recorded: list[dict], checkpoint: Path, w
 
     from cross4d.msg import ActionRecognition
     from cross4d_core.msgconv import stamp_to_ns
-    from cross4d_ros.replay import SequencePublisher, read_bag_messages
+    from cross4d_testing.replay import SequencePublisher, read_bag_messages
 
     cloud_topic = "/camera/depth/points"
     work.mkdir(parents=True, exist_ok=True)

@@ -5,14 +5,24 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from ros_node_harness import ACTIONS, POINTS, VIDEO_FRAMES, WINDOW, NodeHarness, malformed_messages, model_input, \
-    stop_while_streaming, synthetic_frames, train_tiny_recognizer
+from cross4d_testing.nodes import (
+    ACTIONS,
+    POINTS,
+    VIDEO_FRAMES,
+    WINDOW,
+    NodeHarness,
+    malformed_messages,
+    model_input,
+    node_command,
+    stop_while_streaming,
+    synthetic_frames,
+    train_tiny_recognizer,
+)
 
 pytestmark = pytest.mark.ros
 
@@ -62,7 +72,7 @@ def test_actions_and_embeddings_match_the_offline_model(rclpy_context, recognize
 
     from cross4d.msg import ActionRecognition, PointEmbeddings
     from cross4d_core.msgconv import pointcloud2_field, pointcloud2_to_xyz, stamp_to_ns
-    from cross4d_ros.replay import SequencePublisher
+    from cross4d_testing.replay import SequencePublisher
 
     checkpoint, names = recognizer
     node = _perception_node("/perc", checkpoint)
@@ -129,7 +139,7 @@ def test_the_node_windows_the_recognizers_frames_and_points_without_parameters(r
     """No window_length / num_points given: the node feeds the recognizer 4 x 64 windows (its
     config.json), not the parameters' old defaults (24 x 2048)."""
     from cross4d.msg import ActionRecognition, PointEmbeddings
-    from cross4d_ros.replay import SequencePublisher
+    from cross4d_testing.replay import SequencePublisher
 
     node = _perception_node("/shape", tiny_recognizer, skip_stale_windows=False)
     assert (node.get_parameter("window_length").value, node.get_parameter("num_points").value) == (0, 0)
@@ -173,7 +183,7 @@ def test_a_clip_dataset_item_equals_the_node_model_input_for_the_same_frames(rcl
     point and in the same order, also when a frame has more points than N or fewer."""
     from cross4d_core.data import ClipDataset, DatasetWriter
     from cross4d_core.data.synthetic import SyntheticConfig, synthetic_video
-    from cross4d_ros.replay import SequencePublisher
+    from cross4d_testing.replay import SequencePublisher
 
     video = synthetic_video(0, 1, ACTIONS[0], 2, frames=8, config=SyntheticConfig(width=80, height=60, focal=71.0))
     frames = [p[: [400, 60, 300, 128, 90, 500, 128, 70][t]] for t, p in enumerate(video.points)]  # > N, < N, = N
@@ -203,7 +213,7 @@ def test_fuzzed_malformed_and_absurd_clouds_are_counted_and_the_node_keeps_servi
     published score is NaN."""
     from cross4d.msg import ActionRecognition
     from cross4d_ros.messages import make_camera_info, make_header, make_image, make_pointcloud2
-    from cross4d_ros.replay import SequencePublisher
+    from cross4d_testing.replay import SequencePublisher
 
     checkpoint, names = recognizer
     node = _perception_node("/fuzz", checkpoint, qos_input_reliability="reliable", qos_input_depth=1000,
@@ -251,7 +261,7 @@ def test_a_model_with_non_finite_output_publishes_nothing_and_counts_it(rclpy_co
     from safetensors.torch import load_file, save_file
 
     from cross4d.msg import ActionRecognition
-    from cross4d_ros.replay import SequencePublisher
+    from cross4d_testing.replay import SequencePublisher
 
     checkpoint = tmp_path / "nan_head"
     shutil.copytree(recognizer[0], checkpoint)
@@ -273,7 +283,7 @@ def test_a_model_with_non_finite_output_publishes_nothing_and_counts_it(rclpy_co
 def test_frames_outside_the_range_crop_are_rejected_and_never_join_a_window(rclpy_context, recognizer):
     from cross4d.msg import ActionRecognition
     from cross4d_core.msgconv import stamp_to_ns
-    from cross4d_ros.replay import SequencePublisher
+    from cross4d_testing.replay import SequencePublisher
 
     checkpoint, _ = recognizer
     node = _perception_node("/crop", checkpoint, range_max=10.0, skip_stale_windows=False, publish_embeddings=False,
@@ -299,7 +309,7 @@ def test_a_forward_time_jump_beyond_max_frame_gap_restarts_the_window(rclpy_cont
     does not span 1000 s), and the gap is counted."""
     from cross4d.msg import ActionRecognition
     from cross4d_core.msgconv import stamp_to_ns
-    from cross4d_ros.replay import SequencePublisher
+    from cross4d_testing.replay import SequencePublisher
 
     checkpoint, _ = recognizer
     node = _perception_node("/gap", checkpoint, max_frame_gap=0.5, skip_stale_windows=False, publish_embeddings=False)
@@ -320,7 +330,7 @@ def test_a_forward_time_jump_beyond_max_frame_gap_restarts_the_window(rclpy_cont
 def test_a_cloud_in_another_frame_than_the_stream_is_rejected_and_counted(rclpy_context, recognizer):
     from cross4d.msg import ActionRecognition
     from cross4d_core.msgconv import stamp_to_ns
-    from cross4d_ros.replay import SequencePublisher
+    from cross4d_testing.replay import SequencePublisher
 
     checkpoint, _ = recognizer
     node = _perception_node("/frames", checkpoint, skip_stale_windows=False, publish_embeddings=False)
@@ -368,7 +378,7 @@ def test_bag_replayed_twice_with_sim_time_gives_both_passes_and_no_mixed_window(
         rclpy_context, recognizer, synthetic_bag):
     from cross4d.msg import ActionRecognition
     from cross4d_core.data.rosbag import T_COLOR_FROM_OPTICAL, T_LINK_FROM_COLOR
-    from cross4d_ros.replay import BagPlayer, SequencePublisher, read_bag_messages
+    from cross4d_testing.replay import BagPlayer, SequencePublisher, read_bag_messages
 
     checkpoint, names = recognizer
     info, labels = synthetic_bag
@@ -405,7 +415,7 @@ def test_bag_replayed_twice_with_sim_time_gives_both_passes_and_no_mixed_window(
 def test_incompatible_qos_is_counted_and_reported_in_diagnostics(rclpy_context, recognizer):
     from diagnostic_msgs.msg import DiagnosticArray
 
-    from cross4d_ros.replay import SequencePublisher
+    from cross4d_testing.replay import SequencePublisher
 
     node = _perception_node("/qos", recognizer[0])  # reliable subscription
     with NodeHarness(rclpy_context, node) as h:
@@ -420,8 +430,7 @@ def test_incompatible_qos_is_counted_and_reported_in_diagnostics(rclpy_context, 
 
 def test_parameter_errors_stop_the_executable_with_a_clear_message(rclpy_context, recognizer):
     checkpoint, _ = recognizer
-    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "perception_node")
-    base = [sys.executable, script, "--ros-args", "-r", "__ns:=/badparams"]
+    base = node_command("perception_node", namespace="/badparams")
     cases = [
         ([], "parameter 'cloud_topic' is required"),
         (["-p", "cloud_topic:=points", "-p", f"checkpoint:={checkpoint}", "-p", "qos_input_reliability:=fast"],
@@ -450,11 +459,11 @@ def test_stopping_the_executable_while_clouds_arrive_is_clean(rclpy_context, rec
 
     checkpoint, _ = recognizer
     points, stamps, _ = synthetic_frames(ACTIONS[0], 0)
-    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "perception_node")
-    command = [sys.executable, script, "--ros-args", "-p", "cloud_topic:=points", "-p", f"checkpoint:={checkpoint}",
-               "-p", f"window_length:={WINDOW}", "-p", f"num_points:={POINTS}", "-p", "skip_stale_windows:=false",
-               "-p", "qos_input_reliability:=reliable", "-p", "qos_input_depth:=100", "-p", "queue_depth:=100"]
     ns = f"/stop{attempt}"
+    command = node_command("perception_node", {
+        "cloud_topic": "points", "checkpoint": checkpoint, "window_length": WINDOW, "num_points": POINTS,
+        "skip_stale_windows": False, "qos_input_reliability": "reliable", "qos_input_depth": 100,
+        "queue_depth": 100}, namespace=ns)
     code, log, _ = stop_while_streaming(rclpy_context, command, ns, points, stamps,
                                         {f"{ns}/perception_node/actions": ActionRecognition})
     assert code == 0, log[-3000:]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ros_node_harness import NodeHarness, malformed_messages, stop_while_streaming
+from cross4d_testing.nodes import NodeHarness, malformed_messages, node_command, stop_while_streaming
 
 pytestmark = pytest.mark.ros
 
@@ -67,7 +67,7 @@ def _offline_targets(points, teacher_path, mode, video=None):
 
 
 def _publish(harness, video, camera_mode, stamps):
-    from cross4d_ros.replay import SequencePublisher
+    from cross4d_testing.replay import SequencePublisher
 
     pub = SequencePublisher(harness.helper, f"{harness.node.get_namespace()}/points",
                             f"{harness.node.get_namespace()}/image" if camera_mode else "",
@@ -157,7 +157,7 @@ def test_malformed_images_and_camera_infos_are_counted_and_the_node_keeps_servin
     from sensor_msgs.msg import PointCloud2
 
     from cross4d_ros.messages import make_camera_info, make_header, make_image, make_pointcloud2
-    from cross4d_ros.replay import SequencePublisher
+    from cross4d_testing.replay import SequencePublisher
 
     node = _distill_node(rclpy_context, "/distill_fuzz", tiny_dinov2, "", "camera", qos_input_reliability="reliable",
                          qos_input_depth=1000, queue_depth=1000, warn_throttle=1.0)
@@ -192,7 +192,7 @@ def test_the_last_window_before_a_bag_loop_is_not_lost(rclpy_context, tiny_dinov
 
     from cross4d_core.msgconv import stamp_to_ns
     from cross4d_ros.messages import make_camera_info, make_header, make_image
-    from cross4d_ros.replay import SequencePublisher
+    from cross4d_testing.replay import SequencePublisher
 
     node = _distill_node(rclpy_context, "/distill_loop", tiny_dinov2, "", "camera", use_sim_time=True,
                          sync_wait=5.0, skip_stale_windows=False, qos_input_reliability="reliable",
@@ -226,19 +226,15 @@ def test_stopping_distill_node_while_clouds_arrive_is_clean_and_records_every_wi
                                                                                       video, tmp_path):
     """SIGINT mid-stream: no `RCLError ... context is invalid`; the window in flight is published
     and recorded, and the recording is flushed."""
-    import os
-    import sys
-
     from sensor_msgs.msg import PointCloud2
 
     from cross4d_core.targets import TargetCache
 
     cache = tmp_path / "cache"
-    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "distill_node")
-    command = [sys.executable, script, "--ros-args", "-p", "cloud_topic:=points", "-p", f"teacher_model:={tiny_dinov2}",
-               "-p", f"window_length:={T}", "-p", f"num_points:={N}", "-p", f"d_p:={D_P}", "-p", f"record_dir:={cache}",
-               "-p", "record_every:=1", "-p", "shard_windows:=1000", "-p", "qos_input_reliability:=reliable",
-               "-p", "skip_stale_windows:=false", "-p", "queue_depth:=100", "-p", "qos_input_depth:=100"]
+    command = node_command("distill_node", {
+        "cloud_topic": "points", "teacher_model": tiny_dinov2, "window_length": T, "num_points": N, "d_p": D_P,
+        "record_dir": cache, "record_every": 1, "shard_windows": 1000, "qos_input_reliability": "reliable",
+        "skip_stale_windows": False, "queue_depth": 100, "qos_input_depth": 100}, namespace="/distill_stop")
     points = np.stack([p[:N] for p in video.points])
     code, log, received = stop_while_streaming(rclpy_context, command, "/distill_stop", points, video.stamps_ns,
                                                {"/distill_stop/distill_node/targets": PointCloud2})

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from ros_node_harness import ACTIONS, POINTS, WINDOW, NodeHarness, synthetic_frames, train_tiny_recognizer
+from cross4d_testing.nodes import ACTIONS, POINTS, WINDOW, NodeHarness, synthetic_frames, train_tiny_recognizer
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -29,7 +29,7 @@ def test_soak_memory_and_queues_stay_flat(rclpy_context, tmp_path):
 
     from cross4d.msg import ActionRecognition
     from cross4d_ros.perception_node import PerceptionNode
-    from cross4d_ros.replay import SequencePublisher
+    from cross4d_testing.replay import SequencePublisher
 
     duration = float(os.environ.get("CROSS4D_SOAK_SECONDS", 600))
     train_tiny_recognizer(tmp_path)

@@ -351,7 +351,7 @@ def test_frame_gaps_restart_windows_and_foreign_frames_are_rejected(tmp_path):
 
 def test_replay_reads_bags_through_the_one_reader(tmp_path):
     pytest.importorskip("rclpy", reason="rclpy not installed: run `make setup`")
-    from cross4d_ros.replay import read_bag_messages
+    from cross4d_testing.replay import read_bag_messages
 
     pts = np.ones((4, 3), np.float32)
     write_bag(tmp_path / "bag", "sqlite3", [("/p", 1.0, cloud_msg(1.25, pts)), ("/q", 1.1, cloud_msg(1.5, pts))],

@@ -2,8 +2,8 @@
 
 :class:`BagReader` opens a bag directory or a bare ``.mcap`` / ``.db3`` file with
 ``rosbags`` (typestore :data:`TYPESTORE` for bags that carry no message definitions);
-every failure is a :class:`BagFormatError` naming the bag. The ROS replay
-(:mod:`cross4d_ros.replay`) reads bags through it too.
+every failure is a :class:`BagFormatError` naming the bag. The bag player of the tests
+and the demo (``cross4d_testing.replay``, not part of the product) reads bags through it too.
 
 Frames are decoded with :mod:`cross4d_core.msgconv` (what the nodes see), paired by
 :class:`~cross4d_core.windowing.FramePairer` and windowed by

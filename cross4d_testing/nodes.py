@@ -1,10 +1,20 @@
 """Running the cross4d nodes in-process next to a test node, or as their executables, over real DDS on
-localhost; malformed input; a tiny trained recognizer."""
+localhost; malformed input; a tiny trained recognizer. Shared by the tests, ``benchmarks/bench_ros.py``
+and the demo."""
 from __future__ import annotations
 
 import itertools
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
+
+#: The node executables (``ros2 run cross4d <name>`` runs these, installed to lib/cross4d).
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 _names = itertools.count()
 
@@ -42,7 +52,7 @@ class NodeHarness:
         return box
 
     def wait_for(self, predicate, timeout: float = 20.0) -> bool:
-        from cross4d_ros.replay import wait_until
+        from cross4d_testing.replay import wait_until
 
         return wait_until(predicate, timeout)
 
@@ -115,20 +125,114 @@ def malformed_messages(rng, good_cloud, good_image, good_info):
     return mutations
 
 
-def stop_while_streaming(rclpy, command, ns, points, stamps, outputs):
-    """Start a node executable, stream clouds at it as fast as it takes them, SIGINT it in the
-    middle of the stream, and return ``(exit code, its log, {output topic: messages received})``."""
-    import os
-    import signal
-    import subprocess
+def ros_arg(value) -> str:
+    """``value`` as ``--ros-args -p name:=VALUE`` reads it (YAML): ``true`` / ``false``, floats with
+    their point (a double parameter), a flat sequence or 1-D array as ``[a,b,...]``."""
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        value = value.tolist()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(ros_arg(v) for v in value) + "]"
+    return str(value)
 
+
+def node_command(executable: str, params: dict | None = None, namespace: str = "",
+                 log_level: str = "") -> list[str]:
+    """``scripts/<executable>`` (what ``ros2 run cross4d <executable>`` runs) under this Python,
+    with ``--ros-args``: the namespace, ``-p name:=value`` for each of ``params``, the log level."""
+    command = [sys.executable, str(SCRIPTS / executable), "--ros-args"]
+    if namespace:
+        command += ["-r", f"__ns:={namespace}"]
+    for name, value in (params or {}).items():
+        command += ["-p", f"{name}:={ros_arg(value)}"]
+    if log_level:
+        command += ["--log-level", log_level]
+    return command
+
+
+class NodeProcess:
+    """A node executable in its own process, as ``ros2 run`` starts it; a context manager that
+    stops it on exit. Its stdout and stderr go to the file ``log`` (a temporary one, removed
+    when the node is stopped, when None), never to a pipe nobody reads.
+
+    Args:
+        command: e.g. from :func:`node_command`.
+        log: file for the node's output.
+    """
+
+    def __init__(self, command: list[str], log: str | Path | None = None) -> None:
+        self.command = command
+        self._temporary = log is None
+        if log is None:
+            fd, log = tempfile.mkstemp(prefix="cross4d-node-", suffix=".log")
+            os.close(fd)
+        self.log_path = Path(log)
+        with open(self.log_path, "w") as out:  # the node keeps its own descriptor
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
+        self.returncode: int | None = None
+        self._interrupted = False
+
+    def output(self) -> str:
+        """Everything the node has written so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def _failure(self, what: str) -> RuntimeError:
+        where = "" if self._temporary else f" (log: {self.log_path})"
+        return RuntimeError(f"{Path(self.command[1]).name} {what}{where}:\n{self.output()[-3000:]}")
+
+    def wait_for_subscribers(self, publisher, timeout: float = 120.0) -> None:
+        """Until the node has subscribed to every topic of ``publisher`` (a
+        :class:`~cross4d_testing.replay.SequencePublisher`); ``RuntimeError`` with the node's
+        output when it exits first or ``timeout`` s pass."""
+        deadline = time.monotonic() + timeout
+        while not all(p.get_subscription_count() > 0 for p in publisher.publishers()):
+            if self.process.poll() is not None:
+                raise self._failure(f"exited with code {self.process.returncode}")
+            if time.monotonic() > deadline:
+                raise self._failure(f"did not subscribe within {timeout} s")
+            time.sleep(0.05)
+
+    def interrupt(self) -> None:
+        """SIGINT, as Ctrl-C (or ``ros2 launch`` on shutdown) sends it."""
+        self.process.send_signal(signal.SIGINT)
+        self._interrupted = True
+
+    def stop(self, timeout: float = 15.0) -> tuple[int, str]:
+        """SIGINT (unless sent already or the node has exited), up to ``timeout`` s to exit, then
+        kill; ``(exit code, its output)``."""
+        if self.process.poll() is None and not self._interrupted:
+            self.interrupt()
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.returncode = self.process.returncode
+        output = self.output()
+        if self._temporary:
+            self.log_path.unlink(missing_ok=True)
+        return self.returncode, output
+
+    def __enter__(self) -> "NodeProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.returncode is None:
+            self.stop()
+
+
+def stop_while_streaming(rclpy, command, ns, points, stamps, outputs):
+    """Start a node executable (``command`` in namespace ``ns``), stream clouds at it as fast as
+    it takes them, SIGINT it in the middle of the stream, and return ``(exit code, its log,
+    {output topic: messages received})``."""
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-    from cross4d_ros.replay import SequencePublisher
+    from cross4d_testing.replay import SequencePublisher
 
-    process = subprocess.Popen(command + ["--ros-args", "-r", f"__ns:={ns}"], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
     helper = rclpy.create_node(f"stop_helper{ns.replace('/', '_')}")
     received = {topic: [] for topic in outputs}
     for topic, msg_type in outputs.items():
@@ -139,27 +243,26 @@ def stop_while_streaming(rclpy, command, ns, points, stamps, outputs):
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     try:
-        pub = SequencePublisher(helper, f"{ns}/points", reliability="reliable", depth=100)
-        assert pub.wait_for_subscribers(120.0), process.communicate(timeout=30)[0][-3000:]
-        deadline = time.monotonic() + 60.0
-        i = 0
-        while not all(received.values()) and time.monotonic() < deadline:  # until the node is busy
-            pub.publish_frame(int(stamps[0]) + i * 10**8, points[i % len(points)], "camera_optical")
-            i += 1
-            time.sleep(0.01)
-        assert all(received.values()), "the node published nothing"
-        for k in range(40):  # SIGINT while clouds still arrive and a window is in flight
-            if k == 10:
-                process.send_signal(signal.SIGINT)
-            pub.publish_frame(int(stamps[0]) + (i + k) * 10**8, points[(i + k) % len(points)], "camera_optical")
-            time.sleep(0.005)
-        log = process.communicate(timeout=60)[0]
+        with NodeProcess(command) as node:
+            pub = SequencePublisher(helper, f"{ns}/points", reliability="reliable", depth=100)
+            node.wait_for_subscribers(pub, 120.0)
+            deadline = time.monotonic() + 60.0
+            i = 0
+            while not all(received.values()) and time.monotonic() < deadline:  # until the node is busy
+                pub.publish_frame(int(stamps[0]) + i * 10**8, points[i % len(points)], "camera_optical")
+                i += 1
+                time.sleep(0.01)
+            assert all(received.values()), "the node published nothing"
+            for k in range(40):  # SIGINT while clouds still arrive and a window is in flight
+                if k == 10:
+                    node.interrupt()
+                pub.publish_frame(int(stamps[0]) + (i + k) * 10**8, points[(i + k) % len(points)], "camera_optical")
+                time.sleep(0.005)
+            code, log = node.stop(timeout=60.0)
     finally:
-        if process.poll() is None:
-            process.kill()
         executor.shutdown(timeout_sec=5.0)
         helper.destroy_node()
-    return process.returncode, log, received
+    return code, log, received
 
 
 # --------------------------------------------------------------------------- a tiny trained recognizer

@@ -4,6 +4,7 @@ What ``ros2 bag play --clock`` does, without ros2cli (not installable from PyPI)
 go out with their original header stamps, and ``/clock`` follows the bag's time so nodes
 running with ``use_sim_time`` see the recorded time. Bag messages are published as the
 serialized CDR bytes stored in the bag, so they are bit-identical to the recording.
+Used by the tests, ``benchmarks/bench_ros.py`` and the demo (not part of the product).
 """
 from __future__ import annotations
 
