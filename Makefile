@@ -30,7 +30,7 @@ gpu-check: setup
 	$(ENV) python -m benchmarks.gpu_check $(ARGS)
 
 demo: setup
-	$(ENV) python -m cross4d_core.demo
+	$(ENV) python -m examples.demo
 
 clean:
 	rm -rf .colcon reports/demo .pytest_cache .hypothesis .mypy_cache .ruff_cache

@@ -104,7 +104,7 @@ class BagPlayer:
     """Publishes a bag's messages (serialized, original stamps) with ``/clock``, like ``ros2 bag play --clock``.
 
     Args:
-        node: owner of the publishers; publisher: the :class:`SequencePublisher` to use.
+        publisher: the :class:`SequencePublisher` to publish with.
         messages: ``(kind, stamp ns, cdr)`` from :func:`read_bag_messages` (materialised once,
             so a loop replays exactly the same data).
     """
@@ -114,8 +114,9 @@ class BagPlayer:
         self.messages = messages
         self._by_kind = {"cloud": publisher.cloud, "image": publisher.image, "camera_info": publisher.camera_info}
 
-    def play(self, rate_hz: float | None = None) -> int:
-        """Publish every message once, a cloud every ``1 / rate_hz`` s (None = the bag's own timing).
+    def play(self, rate_hz: float | None = None, on_cloud: Callable[[int], None] | None = None) -> int:
+        """Publish every message once, a cloud every ``1 / rate_hz`` s (None = the bag's own timing);
+        ``on_cloud(stamp_ns)`` runs just before each cloud goes out (e.g. to time the node's answer).
         Returns the number of clouds published."""
         clouds = 0
         start_wall, start_stamp = time.monotonic(), None
@@ -129,5 +130,7 @@ class BagPlayer:
                 time.sleep(max(0.0, due - time.monotonic()))
                 clouds += 1
             self.publisher.publish_clock(stamp_ns)
+            if kind == "cloud" and on_cloud is not None:
+                on_cloud(stamp_ns)
             pub.publish(raw)
         return clouds

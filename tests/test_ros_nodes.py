@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -410,6 +411,26 @@ def test_bag_replayed_twice_with_sim_time_gives_both_passes_and_no_mixed_window(
                   and end <= cloud_stamps[(k + 1) * VIDEO_FRAMES - 1]]
         if inside:
             assert m.label == names[labels[inside[0]]]
+
+
+def test_the_demo_replays_a_bag_through_the_node_executable_and_scores_what_comes_back(
+        rclpy_context, recognizer, synthetic_bag, tmp_path):
+    from cross4d_core.data.rosbag import T_COLOR_FROM_OPTICAL, T_LINK_FROM_COLOR
+    from examples.demo.replay import replay_bag_through_node
+
+    checkpoint, names = recognizer
+    info, labels = synthetic_bag
+    truth = [dict(video, id=f"video{k}", label=label)  # the ground truth: the bag's videos, labelled
+             for k, (video, label) in enumerate(zip(info["recorded"], labels))]
+    ros = replay_bag_through_node(info["bag"], truth, Path(checkpoint), tmp_path, window_length=WINDOW, stride=1,
+                                  num_points=POINTS, label_names=names,
+                                  points_transform=np.linalg.inv(T_LINK_FROM_COLOR @ T_COLOR_FROM_OPTICAL))
+    per_video = 2 * (VIDEO_FRAMES - WINDOW + 1)
+    assert ros["windows"] == ros["scored"] + ros["straddling"] == per_video + WINDOW - 1, ros
+    assert ros["scored"] == per_video and len(ros["latencies_ms"]) == ros["windows"]
+    assert [v["truth"] for v in ros["per_video"]] == [names[label] for label in labels]
+    assert ros["correct"] == ros["scored"], ros["per_video"]
+    assert "Traceback" not in Path(ros["node_log"]).read_text()
 
 
 def test_incompatible_qos_is_counted_and_reported_in_diagnostics(rclpy_context, recognizer):

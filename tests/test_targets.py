@@ -390,7 +390,7 @@ def test_cli_precompute_camera_mode_end_to_end(tmp_path):
 
 def test_demo_overlay_re_renders_the_cached_correspondence(dinov2, world, tmp_path):
     from cross4d_core.data import ClipDataset
-    from cross4d_core.demo_figures import correspondence_overlay
+    from examples.demo.figures import correspondence_overlay
 
     clips = ClipDataset(world, frames=4, num_points=48, clip_stride=3)
     precompute_targets(clips, dinov2, "render", tmp_path / "cache", d_p=16, image_size=42)

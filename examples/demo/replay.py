@@ -1,5 +1,5 @@
-"""The demo's ROS step: ``perception_node`` (started as ``ros2 run cross4d perception_node``
-would start it) recognises actions in a replayed rosbag2, over DDS on localhost.
+"""The demo's ROS step: ``perception_node`` (its executable, started as ``ros2 run cross4d
+perception_node`` would start it) recognises actions in a replayed rosbag2, over DDS on localhost.
 
 The bag is played like ``ros2 bag play --clock --rate``: the recorded CDR bytes with their
 original header stamps, and ``/clock`` following them, into a node running with
@@ -9,34 +9,12 @@ is the wall time from publishing a window's newest cloud to receiving its result
 """
 from __future__ import annotations
 
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
-
-
-def perception_node_command(checkpoint: Path, cloud_topic: str, window_length: int, stride: int, num_points: int,
-                            points_transform: np.ndarray) -> list[str]:
-    """``lib/cross4d/perception_node`` of the colcon install (what ``ros2 run`` executes) with
-    ``--ros-args``; falls back to ``python -m`` when the package is not installed."""
-    try:
-        from ament_index_python.packages import get_package_prefix
-
-        executable = [str(Path(get_package_prefix("cross4d")) / "lib" / "cross4d" / "perception_node")]
-    except (ImportError, LookupError, ValueError):
-        executable = [sys.executable, "-c", "import sys; from cross4d_ros.perception_node import main; sys.exit(main())"]
-    transform = "[" + ",".join(repr(float(v)) for v in np.asarray(points_transform).ravel()) + "]"  # all doubles
-    return executable + ["--ros-args", "-p", f"checkpoint:={checkpoint}", "-p", f"cloud_topic:={cloud_topic}",
-                         "-p", f"window_length:={window_length}", "-p", f"stride:={stride}",
-                         "-p", f"num_points:={num_points}", "-p", f"points_transform:={transform}",
-                         "-p", "use_sim_time:=true", "-p", "publish_embeddings:=false",
-                         "-p", "skip_stale_windows:=false", "-p", "queue_depth:=64", "-p", "qos_input_depth:=64"]
 
 
 def _truth_of(recorded: list[dict], start_ns: int, end_ns: int) -> dict | None:
@@ -66,22 +44,30 @@ def replay_bag_through_node(bag: Path, recorded: list[dict], checkpoint: Path, w
         "latency_ms_p95", "per_video": [...], "node_log"}``.
     """
     import rclpy
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     from cross4d.msg import ActionRecognition
     from cross4d_core.msgconv import stamp_to_ns
-    from cross4d_testing.replay import SequencePublisher, read_bag_messages
+    from cross4d_testing.nodes import NodeProcess, node_command
+    from cross4d_testing.replay import BagPlayer, SequencePublisher, read_bag_messages
 
     cloud_topic = "/camera/depth/points"
     work.mkdir(parents=True, exist_ok=True)
     log_path = work / "perception_node.log"
-    command = perception_node_command(checkpoint, cloud_topic, window_length, stride, num_points, points_transform)
+    command = node_command("perception_node", {
+        "checkpoint": checkpoint, "cloud_topic": cloud_topic, "window_length": window_length, "stride": stride,
+        "num_points": num_points, "points_transform": np.asarray(points_transform, dtype=np.float64).ravel(),
+        "use_sim_time": True, "publish_embeddings": False, "skip_stale_windows": False, "queue_depth": 64,
+        "qos_input_depth": 64})
     messages = list(read_bag_messages(bag, {cloud_topic: "cloud"}))
-    with open(log_path, "w") as log:
-        node_process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
     published: dict[int, float] = {}
     results: list[tuple[int, int, str, float, float]] = []
     lock = threading.Lock()
+
+    def on_cloud(stamp_ns: int) -> None:
+        with lock:
+            published[stamp_ns] = time.monotonic()
 
     def on_action(msg) -> None:
         received = time.monotonic()
@@ -90,46 +76,32 @@ def replay_bag_through_node(bag: Path, recorded: list[dict], checkpoint: Path, w
             results.append((stamp_to_ns(msg.window_start), stamp_to_ns(msg.window_end), msg.label,
                             msg.score, (received - sent) * 1e3 if sent is not None else float("nan")))
 
-    rclpy.init()
-    node = rclpy.create_node("cross4d_demo_player")
+    context = rclpy.Context()  # its own, so the caller's rclpy (if any) is left alone
+    rclpy.init(context=context)
+    node = rclpy.create_node("cross4d_demo_player", context=context)
+    executor = SingleThreadedExecutor(context=context)
     try:
-        player = SequencePublisher(node, cloud_topic, reliability="reliable", depth=64, clock=True)
-        node.create_subscription(ActionRecognition, "/perception_node/actions", on_action,
-                                 QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
-        spinner = threading.Thread(target=rclpy.spin, args=(node,), daemon=True)
-        spinner.start()
-        deadline = time.monotonic() + startup_timeout
-        while player.cloud.get_subscription_count() == 0:
-            if node_process.poll() is not None:
-                raise RuntimeError(f"perception_node exited with code {node_process.returncode}; see {log_path}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"perception_node did not subscribe to {cloud_topic} in {startup_timeout} s; "
-                                   f"see {log_path}")
-            time.sleep(0.05)
-        time.sleep(0.5)  # let the node's action publisher match our subscription too
-        start = time.monotonic()
-        for i, (_, stamp_ns, raw) in enumerate(messages):
-            time.sleep(max(0.0, start + i / rate_hz - time.monotonic()))
-            player.publish_clock(stamp_ns)
-            with lock:
-                published[stamp_ns] = time.monotonic()
-            player.cloud.publish(raw)
-        # Done when no result has arrived for `quiet` seconds (the node works through its queue).
-        quiet, last_count, last_change = 3.0, -1, time.monotonic()
-        while time.monotonic() - last_change < quiet:
-            with lock:
-                count = len(results)
-            if count != last_count:
-                last_count, last_change = count, time.monotonic()
-            time.sleep(0.1)
+        with NodeProcess(command, log_path) as perception:
+            publisher = SequencePublisher(node, cloud_topic, reliability="reliable", depth=64, clock=True)
+            node.create_subscription(ActionRecognition, "/perception_node/actions", on_action,
+                                     QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+            executor.add_node(node)
+            threading.Thread(target=executor.spin, daemon=True).start()
+            perception.wait_for_subscribers(publisher, startup_timeout)
+            time.sleep(0.5)  # let the node's action publisher match our subscription too
+            BagPlayer(publisher, messages).play(rate_hz, on_cloud=on_cloud)
+            # Done when no result has arrived for `quiet` seconds (the node works through its queue).
+            quiet, last_count, last_change = 3.0, -1, time.monotonic()
+            while time.monotonic() - last_change < quiet:
+                with lock:
+                    count = len(results)
+                if count != last_count:
+                    last_count, last_change = count, time.monotonic()
+                time.sleep(0.1)
     finally:
-        node_process.send_signal(signal.SIGINT)
-        try:
-            node_process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            node_process.kill()
+        executor.shutdown(timeout_sec=5.0)
         node.destroy_node()
-        rclpy.shutdown()
+        context.shutdown()
 
     per_video: dict[str, dict] = {}
     scored = correct = straddling = 0

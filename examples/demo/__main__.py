@@ -1,7 +1,7 @@
 """``make demo``: the whole Cross4D-JEPA pipeline on the synthetic world, end to end.
 
-    python -m cross4d_core.demo [--work runs/demo] [--report reports/demo] [--world-seed 0]
-                                [--seeds 0,1,2] [--jobs 2] [--intra] [--quick]
+    python -m examples.demo [--work runs/demo] [--report reports/demo] [--world-seed 0]
+                            [--seeds 0,1,2] [--jobs 2] [--intra] [--quick]
 
 1. render the synthetic RGB-D action world (``cross4d synth``) and record part of it as an
    MCAP bag;
@@ -260,7 +260,7 @@ class Demo:
         from cross4d_core.cli.evaluate import RECOGNIZER_DIR
         from cross4d_core.data.rosbag import T_COLOR_FROM_OPTICAL, T_LINK_FROM_COLOR
         from cross4d_core.models import RecognizerConfig
-        from cross4d_ros.demo_replay import replay_bag_through_node
+        from examples.demo.replay import replay_bag_through_node
 
         start = time.perf_counter()
         recognizer = checkpoint / RECOGNIZER_DIR  # what `cross4d probe` wrote
@@ -281,7 +281,7 @@ class Demo:
 
     def figures(self, data: Path, caches: dict[str, Path], ros: dict) -> list[tuple[str, Path]]:
         self.step("figures")
-        from cross4d_core.demo_figures import demo_figures
+        from examples.demo.figures import demo_figures
 
         return demo_figures(data, caches["parts"], self.run_dir(self.methods[2], self.seeds[0]), ros,
                             self.report / "figures")
@@ -378,7 +378,8 @@ class Demo:
 def main(argv: list[str] | None = None) -> int:
     from cross4d_core.cli.train import parse_seeds
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m examples.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="runs/demo", help="data, caches and checkpoints (resumable)")
     parser.add_argument("--report", default="reports/demo", help="Markdown report and figures")
     parser.add_argument("--world-seed", type=int, default=0, help="seed of the synthetic world")
