@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from cross4d_core.cli import main
 from cross4d_core.reporting import MISSING, Cell, ReportError, collect_runs, write_report
 
-
 # --------------------------------------------------------------------------- helpers
 
 

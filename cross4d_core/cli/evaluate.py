@@ -99,9 +99,9 @@ class FrozenEvaluation(Generic[ConfigT]):
 
     @classmethod
     def load(cls, args, config_class: type[ConfigT]) -> FrozenEvaluation[ConfigT]:
+        from cross4d_core.devices import resolve_device
         from cross4d_core.training.checkpoint import load_encoder
         from cross4d_core.training.config import load_config
-        from cross4d_core.devices import resolve_device
 
         config = load_config(config_class, args.config, args.overrides)
         device = resolve_device(config.device)
