@@ -9,8 +9,10 @@ PYTEST_ARGS ?=
 setup:
 	./tools/setup.sh
 
-# Static checks, before the tests: mypy on cross4d_core (settings and files in mypy.ini).
+# Static checks, before the tests: ruff over the repository (rules in ruff.toml), mypy on
+# cross4d_core (settings and files in mypy.ini).
 lint: setup
+	$(ENV) ruff check .
 	$(ENV) python -m mypy
 
 test: lint

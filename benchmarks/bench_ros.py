@@ -78,11 +78,11 @@ class _Client:
 
     def __init__(self, ns: str):
         import rclpy
+        from cross4d.msg import ActionRecognition
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-        from cross4d.msg import ActionRecognition
         from cross4d_testing.replay import SequencePublisher
 
         self.context = rclpy.Context()

@@ -15,8 +15,8 @@ import importlib.metadata
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 
 def measure(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> dict:

@@ -297,7 +297,8 @@ def _teacher(report: Report, ctx: Context, kind: str, model: torch.nn.Module) ->
     g = np.random.default_rng(1)
     clips = [Clip(points=(g.normal(size=(config.num_frames, config.num_points, 3)) * [0.25, 0.8, 0.15]
                           + [0.0, 0.0, 3.0]).astype(np.float32),
-                  stamps_ns=np.arange(config.num_frames, dtype=np.int64) * 66_666_667) for _ in range(sizes.precompute_clips)]
+                  stamps_ns=np.arange(config.num_frames, dtype=np.int64) * 66_666_667)
+             for _ in range(sizes.precompute_clips)]
     started = time.perf_counter()
     precompute_targets(clips, teacher, "render", ctx.tmp / "cache", shard_size=8)
     _sync(device)
@@ -428,7 +429,8 @@ def section_msr(report: Report, ctx: Context) -> None:
     est = msr_estimate(ctx)
     ctx.figures["msr"] = est
     report.value("clips per epoch", est["clips_per_epoch"], "clips", note=est["assumption"])
-    report.value("target precompute", est["precompute_min"], "min", note=f"at {est['precompute_clips_per_s']:.3g} clips/s")
+    report.value("target precompute", est["precompute_min"], "min",
+                 note=f"at {est['precompute_clips_per_s']:.3g} clips/s")
     report.value(f"{MSR_EPOCHS} epochs", est["train_min"], "min", note=f"at {est['train_clips_per_s']:.3g} clips/s")
     report.value("precompute + 100 epochs", est["total_min"], "min",
                  note="--dry: tiny sizes on the CPU, not an estimate" if ctx.sizes.tiny
@@ -464,7 +466,8 @@ def gpu_machine_info() -> dict:
 def _write(out: Path, result: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "gpu.json", json.dumps(result, indent=2, default=str))
-    lines = [markdown_report(result, "cross4d gpu-check" + (" (--dry: tiny sizes on the CPU)" if result["dry"] else "")),
+    title = "cross4d gpu-check" + (" (--dry: tiny sizes on the CPU)" if result["dry"] else "")
+    lines = [markdown_report(result, title),
              "| section | status | seconds |", "|---|---|---|"]
     lines += [f"| {name} | {s['status']} | {s['seconds']:.1f} |" for name, s in result["sections"].items()]
     msr = result.get("msr_estimate")

@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {"machine": machine_info(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": [], "failed": {}}
-    names = sorted(i.name[len("bench_"):] for i in pkgutil.iter_modules(benchmarks.__path__) if i.name.startswith("bench_"))
+    names = sorted(i.name[len("bench_"):] for i in pkgutil.iter_modules(benchmarks.__path__)
+                   if i.name.startswith("bench_"))
     for name in names:
         if args.only and name not in args.only:
             continue

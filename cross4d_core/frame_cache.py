@@ -8,7 +8,7 @@ then ``encoder.encode_window`` runs on the assembled window.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 import torch
 

@@ -1,8 +1,8 @@
 """Core data model. Units: metres; stamps integer nanoseconds; points float32."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -57,7 +57,8 @@ class Clip(FrameSequence):
 
 @dataclass
 class Correspondence:
-    """Point -> teacher-patch correspondence for one clip (from either source: rendering the points, or a calibrated camera).
+    """Point -> teacher-patch correspondence for one clip (from either source: rendering the
+    points, or a calibrated camera).
 
     Attributes:
         slot: ``[T, N]`` int64 teacher time slot of each point (frame t; ``t // 2`` for a

@@ -10,14 +10,14 @@ rclpy messages directly. Stamps are integer nanoseconds (:mod:`cross4d_core.msgc
 from __future__ import annotations
 
 import importlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time
+from cross4d.msg import ActionRecognition, PointEmbeddings
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 
-from cross4d.msg import ActionRecognition, PointEmbeddings
 from cross4d_core.geometry.camera import PinholeCamera
 from cross4d_core.msgconv.build import MessageBuilder, array_sequence
 

@@ -19,9 +19,9 @@ import time
 
 import numpy as np
 import torch
+from cross4d.msg import ActionRecognition, PointEmbeddings
 from std_msgs.msg import Header
 
-from cross4d.msg import ActionRecognition, PointEmbeddings
 from cross4d_core.colours import pca_colours
 from cross4d_core.errors import CheckpointError
 from cross4d_core.frame_cache import FrameEncodingCache

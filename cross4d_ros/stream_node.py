@@ -37,8 +37,14 @@ from rclpy.qos import qos_policy_name_from_kind
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from cross4d_core.errors import MessageFormatError
-from cross4d_core.msgconv import camera_info_to_camera, image_to_rgb, ns_to_seconds, pointcloud2_to_xyz, \
-    seconds_to_ns, stamp_to_ns
+from cross4d_core.msgconv import (
+    camera_info_to_camera,
+    image_to_rgb,
+    ns_to_seconds,
+    pointcloud2_to_xyz,
+    seconds_to_ns,
+    stamp_to_ns,
+)
 from cross4d_core.preprocess import FramePreprocessor, frame_rng
 from cross4d_core.windowing import DEFAULT_MAX_FRAME_GAP_S, Frame, FramePairer, Window, WindowBuffer
 from cross4d_ros.params import Param, declare_and_validate, qos_profile
@@ -221,7 +227,7 @@ class StreamNode(Node):
         self._last_warned[kind] = now
         (self.get_logger().error if error else self.get_logger().warning)(text)
 
-    def start(self) -> "StreamNode":
+    def start(self) -> StreamNode:
         self._worker.start()
         return self
 

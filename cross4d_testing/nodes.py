@@ -56,7 +56,7 @@ class NodeHarness:
 
         return wait_until(predicate, timeout)
 
-    def __enter__(self) -> "NodeHarness":
+    def __enter__(self) -> NodeHarness:
         if hasattr(self.node, "start"):
             self.node.start()
         self._thread.start()
@@ -99,11 +99,11 @@ def malformed_messages(rng, good_cloud, good_image, good_info):
     def nan_cloud(m):
         m.data = np.full(len(m.data) // 4, np.nan, np.float32).tobytes()
 
+    dropped_axis = "xyz"[int(rng.integers(3))]
     mutations = [
         cloud(truncate),
         cloud(lambda m: setattr(m, "point_step", int(rng.integers(0, 12)))),
-        cloud(lambda m, axis="xyz"[int(rng.integers(3))]:
-              setattr(m, "fields", [f for f in m.fields if f.name != axis])),
+        cloud(lambda m: setattr(m, "fields", [f for f in m.fields if f.name != dropped_axis])),
         cloud(lambda m: setattr(m, "row_step", m.row_step + int(rng.integers(1, 1000)))),
         cloud(lambda m: setattr(m, "width", m.width + int(rng.integers(1, 100)))),
         cloud(lambda m: setattr(m, "height", int(rng.integers(2, 50)))),
@@ -216,7 +216,7 @@ class NodeProcess:
             self.log_path.unlink(missing_ok=True)
         return self.returncode, output
 
-    def __enter__(self) -> "NodeProcess":
+    def __enter__(self) -> NodeProcess:
         return self
 
     def __exit__(self, *exc) -> None:

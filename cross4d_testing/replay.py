@@ -9,8 +9,8 @@ Used by the tests, ``benchmarks/bench_ros.py`` and the demo (not part of the pro
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 from rclpy.node import Node

@@ -8,11 +8,12 @@ present in all three).
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node, SetParameter
 from launch_ros.parameter_descriptions import ParameterValue
+
+from launch import LaunchDescription
 
 
 def _string(value) -> ParameterValue:
@@ -41,7 +42,8 @@ def generate_launch_description() -> LaunchDescription:
         emulate_tty=True,
         parameters=[
             LaunchConfiguration("config"),
-            {"teacher_model": _string(LaunchConfiguration("teacher")), "record_dir": _string(LaunchConfiguration("out"))},
+            {"teacher_model": _string(LaunchConfiguration("teacher")),
+             "record_dir": _string(LaunchConfiguration("out"))},
         ],
         remappings=[
             ("points", LaunchConfiguration("cloud")),

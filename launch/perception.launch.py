@@ -9,11 +9,12 @@ Works on Humble, Jazzy and Kilted (only launch / launch_ros API present in all t
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node, SetParameter
 from launch_ros.parameter_descriptions import ParameterValue
+
+from launch import LaunchDescription
 
 
 def _string(value) -> ParameterValue:

@@ -148,7 +148,8 @@ def test_trainer_checkpoint_and_resume(device, tmp_path):
 
     def run(resume=None):
         cfg = load_config(TrainConfig, None, [f"out_dir={tmp_path}", f"device={device.type}", "data.batch_size=4",
-                                              "max_steps=6", "checkpoint_every_steps=2", "epochs=2", "keep_checkpoints=10",
+                                              "max_steps=6", "checkpoint_every_steps=2", "epochs=2",
+                                              "keep_checkpoints=10",
                                               "progress=false", "tensorboard=false"])
         torch.manual_seed(0)
         objective = build_objective("dense", Point4DEncoder(config), {"target_dim": 32})

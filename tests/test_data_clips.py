@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 
 from cross4d_core.data import ClipDataset, DatasetWriter
 from cross4d_core.data.clips import nearest_nonempty
-from cross4d_core.preprocess import frame_rng, sample_point_indices
 from cross4d_core.geometry.camera import PinholeCamera
+from cross4d_core.preprocess import frame_rng, sample_point_indices
 
 
 def _coded_frames(video: int, counts):

@@ -6,7 +6,13 @@ from hypothesis import strategies as st
 
 from cross4d_core.data import Dataset4D
 from cross4d_core.data.synthetic import (
-    ACTION_NAMES, PART_NAMES, SCENE_PART, TRACKS_PER_PART, SyntheticConfig, _intersect, generate_synthetic_dataset,
+    ACTION_NAMES,
+    PART_NAMES,
+    SCENE_PART,
+    TRACKS_PER_PART,
+    SyntheticConfig,
+    _intersect,
+    generate_synthetic_dataset,
     synthetic_video,
 )
 

@@ -18,9 +18,9 @@ from cross4d_core.evaluation import (
     confusion_matrix,
     correspondence_accuracy,
     evaluate_classifier,
-    segmentation_metrics,
     fit_linear_probe,
     fit_paper_probe,
+    segmentation_metrics,
     stratified_video_subset,
     video_level_accuracy,
 )
@@ -83,7 +83,8 @@ def test_logistic_regression_matches_scikit_learn():
                                                                                               labels.numpy())
         def objective(weight, bias):
             weight, bias = torch.as_tensor(weight), torch.as_tensor(bias)
-            return float(torch.nn.functional.cross_entropy(x @ weight.T + bias, labels) + 0.5 * l2 * weight.pow(2).sum())
+            loss = torch.nn.functional.cross_entropy(x @ weight.T + bias, labels)
+            return float(loss + 0.5 * l2 * weight.pow(2).sum())
         assert info["converged"]
         assert objective(w, b) == pytest.approx(objective(ref.coef_, ref.intercept_), abs=1e-4)
         assert torch.allclose(w, torch.as_tensor(ref.coef_), atol=1e-3)

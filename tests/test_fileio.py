@@ -108,7 +108,8 @@ def test_remove_tree_renames_before_deleting(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(shutil, "rmtree", lambda path, **kw: seen.append(path))  # observe, do not delete
     remove_tree(tree)
-    assert not tree.exists() and len(seen) == 1 and seen[0].name.startswith(".step_1.") and seen[0].name.endswith(".tmp")
+    assert not tree.exists() and len(seen) == 1
+    assert seen[0].name.startswith(".step_1.") and seen[0].name.endswith(".tmp")
     monkeypatch.undo()
     assert remove_temporaries(tmp_path) == [seen[0]] and list(tmp_path.iterdir()) == []
 

@@ -87,8 +87,9 @@ def test_config_yaml_declares_only_known_parameters_with_valid_values(name):
 def test_launch_description_declares_arguments_and_sim_time(path, monkeypatch):
     pytest.importorskip("launch_ros", reason="launch_ros is not installable from PyPI; needs a ROS 2 install")
     import ament_index_python.packages as packages
-    from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument
+
+    from launch import LaunchDescription
 
     monkeypatch.setattr(packages, "get_package_share_directory", lambda name: str(ROOT))
     spec = importlib.util.spec_from_file_location(path.stem.replace(".", "_"), path)

@@ -129,7 +129,8 @@ def test_xyz_matches_reference_decoder(msg, remove_nans):
     overflow = [v for point in reference_decode(msg) for v in (point[a][0] for a in "xyz")
                 if math.isfinite(v) and abs(v) > FLOAT32_MAX]
     if overflow:  # only FLOAT64 fields can hold such values: a rejection, not a dropped Inf
-        with pytest.raises(MessageFormatError, match=r"PointCloud2\.fields\['[xyz]'\]: finite value .* overflows float32"):
+        match = r"PointCloud2\.fields\['[xyz]'\]: finite value .* overflows float32"
+        with pytest.raises(MessageFormatError, match=match):
             pointcloud2_to_xyz(msg, remove_nans=remove_nans)
         return
     xyz = pointcloud2_to_xyz(msg, remove_nans=remove_nans)
@@ -190,7 +191,8 @@ def test_finite_float64_beyond_float32_is_rejected_naming_the_field():
 
 def test_float64_points_encode_as_float64_fields():
     fields, point_step, data = xyz_to_pointcloud2_fields(UTM_POINTS)
-    assert [(f.name, f.offset, f.datatype) for f in fields] == [("x", 0, FLOAT64), ("y", 8, FLOAT64), ("z", 16, FLOAT64)]
+    expected = [("x", 0, FLOAT64), ("y", 8, FLOAT64), ("z", 16, FLOAT64)]
+    assert [(f.name, f.offset, f.datatype) for f in fields] == expected
     assert point_step == 24 and data == UTM_POINTS.astype("<f8").tobytes()
 
 

@@ -17,7 +17,6 @@ from rosbags.typesys import Stores, get_typestore
 from cross4d_core.geometry.camera import PinholeCamera
 from cross4d_core.msgconv import camera_info_to_camera, image_to_rgb, pointcloud2_to_xyz, stamp_to_ns
 from cross4d_core.msgconv.build import MessageBuilder, numpy_sequence
-from cross4d_core.msgconv.pointcloud2 import PointFieldSpec
 from cross4d_core.msgconv.protocols import (
     CameraInfoLike,
     HeaderLike,

@@ -12,11 +12,11 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy not installed: run `make setup`")
 pytest.importorskip("cross4d.msg", reason="cross4d messages not built: run `make setup` (colcon build)")
 
+from cross4d.msg import ActionRecognition, PointEmbeddings  # noqa: E402
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
 from rosbags.typesys import Stores, get_typestore  # noqa: E402
 from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
 
-from cross4d.msg import ActionRecognition, PointEmbeddings  # noqa: E402
 from cross4d_core.geometry.camera import PinholeCamera  # noqa: E402
 from cross4d_core.msgconv import (  # noqa: E402
     camera_info_to_camera,

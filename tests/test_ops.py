@@ -8,8 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cross4d_core.ops.points as points_module
-from cross4d_core.ops import (ball_query, farthest_point_sample, gather_points, interpolate_features, items_per_chunk,
-                             knn)
+from cross4d_core.ops import (
+    ball_query,
+    farthest_point_sample,
+    gather_points,
+    interpolate_features,
+    items_per_chunk,
+    knn,
+)
 
 
 @st.composite
@@ -104,7 +110,8 @@ def test_ball_query_matches_brute_force(clouds, data):
             if mode == "first":
                 assert row == expected
             else:  # equal distances may come in any order: compare the distance sequence
-                dist = lambda js: [float(((pts[s][j] - centres[s, c].numpy()) ** 2).sum()) for j in js]
+                def dist(js):
+                    return [float(((pts[s][j] - centres[s, c].numpy()) ** 2).sum()) for j in js]
                 assert dist(row) == dist(expected)
                 assert set(row) <= set(expected) | {j for j in range(len(pts[s])) if dist([j])[0] < r2}
 
@@ -131,7 +138,8 @@ def _assert_same_balls(got, expected, points, centres, mode):
     if mode == "first":
         assert torch.equal(got, expected)
         return
-    d2 = lambda index: ((gather_points(points, index) - centres[..., None, :]) ** 2).sum(-1)
+    def d2(index):
+        return ((gather_points(points, index) - centres[..., None, :]) ** 2).sum(-1)
     assert torch.equal(d2(got), d2(expected))
     assert torch.equal(got[..., 0] == got[..., -1], expected[..., 0] == expected[..., -1])
 

@@ -1,4 +1,5 @@
-"""Dataset readers: small files written in each real layout (from the datasets' public format descriptions) are read back
+"""Dataset readers: small files written in each real layout (from the datasets' public format
+descriptions) are read back
 with exact points (metres), labels, splits and tracks; corrupt files name themselves."""
 from __future__ import annotations
 
@@ -345,7 +346,7 @@ def test_hoi4d_action_segmentation_points_as_stored(tmp_path):
     ds = Dataset4D.open(tmp_path / "out")
     assert ds.manifest["source"] == "hoi4d" and ds.manifest["normalisation"]["subtract_center"] is None
     assert len(ds.label_names) == 19 and ds.manifest["splits"] == ["test", "test_wolabel", "train"]
-    for stem, (pcd, center, label) in data.items():
+    for stem, (pcd, _center, label) in data.items():
         for i in range(len(pcd)):
             rec = video_by_id(ds, f"{stem}_{i:05d}")
             assert rec.split == ("train" if stem.startswith("train") else "test") and rec.label == -1
@@ -490,9 +491,10 @@ STILL = np.zeros((1, 6, 3), np.float32)
 
 #: The 59 object ids of DT4D's animals/ (a public listing of the release's animal identities).
 DT4D_ANIMALS = """bear3EP bear84Q bear9AK bearPDD bearVGG bucksYJL bullMJ6 bunnyQ canieLTT catBG cattleAFK cetaceaUW
-chickenDC crocodileOPW deer2MB deerA4K deerFEL deerK5L deerLO1 deerOMG deerSPL deerVMW dinoBDK dinoET doggieMN5 dragonOF2
-dragonOLO dragonQKS duck elephantLN0 elkML foxWDFS foxXAT foxYSY foxZED goatS4J6Y grizzRSS hippoDG hogRD huskydog3T
-leopardSLM lionessHTR42 milkcow10L moose1DOG moose45D moose6OK9 pigSTK69 procySTEM pumaRW rabbit7L6 rabbitFKP rabbitJM6
+chickenDC crocodileOPW deer2MB deerA4K deerFEL deerK5L deerLO1 deerOMG deerSPL deerVMW dinoBDK dinoET doggieMN5
+dragonOF2 dragonOLO dragonQKS duck elephantLN0 elkML foxWDFS foxXAT foxYSY foxZED goatS4J6Y grizzRSS hippoDG hogRD
+huskydog3T leopardSLM lionessHTR42 milkcow10L moose1DOG moose45D moose6OK9 pigSTK69 procySTEM pumaRW rabbit7L6
+rabbitFKP rabbitJM6
 raccoonVGG ravenOL rhinoDJ7S seabirdKK sheepYZR10 tigerD8H zebraBM""".split()
 
 
@@ -553,8 +555,9 @@ def test_dt4d_category_labels_split_and_both_layouts(tmp_path):
 
 def test_dt4d_names_outside_the_layout_are_refused(tmp_path):
     write_anime(tmp_path / "bear.anime", V0, FACES, STILL)
-    with pytest.raises(SourceFormatError, match=r"bear\.anime: name is not \[objectID\]_\[ActionID\]\.anime; expected "
-                                                r"\[objectID\]_\[ActionID\]/\[objectID\]_\[ActionID\]\.anime or a flat"):
+    expected = (r"bear\.anime: name is not \[objectID\]_\[ActionID\]\.anime; expected "
+                r"\[objectID\]_\[ActionID\]/\[objectID\]_\[ActionID\]\.anime or a flat")
+    with pytest.raises(SourceFormatError, match=expected):
         dt4d.convert(tmp_path, tmp_path / "out", progress=False)
     (tmp_path / "bear.anime").unlink()
     write_anime(tmp_path / "bear3EP_Walk.anime", V0, FACES, STILL)

@@ -127,11 +127,13 @@ def test_report_from_real_runs_puts_each_number_in_its_cell(pipeline):
     # datasets share the manifest source "synthetic", so they are told apart by directory
     t1 = row(table(tables, "Table 1"), dataset="synthetic:world_a")
     assert t1["teacher"] == "toy-dinov2"  # not in probe_results.json: read from the target cache manifest
-    assert (t1["random"], t1["global"], t1["dense"]) == tuple(probe_cell(probe[o], n[o]) for o in ("none", "global", "dense"))
+    expected = tuple(probe_cell(probe[o], n[o]) for o in ("none", "global", "dense"))
+    assert (t1["random"], t1["global"], t1["dense"]) == expected
     assert t1["intra"] == MISSING
 
     t2 = row(table(tables, "Table 2"), teacher="toy-dinov2")
-    assert (t2["global"], t2["dense"]) == (probe_cell(probe["global"], n["global"]), probe_cell(probe["dense"], n["dense"]))
+    expected = (probe_cell(probe["global"], n["global"]), probe_cell(probe["dense"], n["dense"]))
+    assert (t2["global"], t2["dense"]) == expected
     assert t2["dense − global"] == f"{acc['dense'] - acc['global']:+.3f}"
 
     ft_path = runs / "dense" / "finetune" / "finetune_results.json"
@@ -310,7 +312,8 @@ def test_finetune_and_segment_schema(tmp_path):
     assert [t4[1][f"{p}% labels"] for p in (10, 25, 50, 100)] == [cell(v, ft) for v in (0.46, 0.73, 0.88, 0.92)]
     seg = row(table(tables, "Table 6"), dataset="msr")
     s = src[(ckpt / "segment_results.json").resolve()]
-    assert (seg["mIoU"], seg["corr. acc gap 8"], seg["corr. acc gap 15"]) == (f"23.6 (n=1) [{s}]", f"50.0 (n=1) [{s}]", MISSING)
+    expected = (f"23.6 (n=1) [{s}]", f"50.0 (n=1) [{s}]", MISSING)
+    assert (seg["mIoU"], seg["corr. acc gap 8"], seg["corr. acc gap 15"]) == expected
 
 
 def test_bad_input_raises_one_clear_error(tmp_path, capsys):

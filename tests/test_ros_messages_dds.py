@@ -13,15 +13,25 @@ DISCOVERY_TIMEOUT_S = 10.0
 
 def test_messages_survive_dds_round_trip(rclpy_context):
     rclpy = rclpy_context
+    from cross4d.msg import ActionRecognition, PointEmbeddings
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image, PointCloud2
 
-    from cross4d.msg import ActionRecognition, PointEmbeddings
-    from cross4d_core.msgconv import image_to_numpy, pointcloud2_to_structured, pointcloud2_to_xyz, \
-        stamp_to_ns, unpack_rgb
-    from cross4d_ros.messages import make_action_recognition, make_header, make_image, make_point_embeddings, \
-        make_pointcloud2
+    from cross4d_core.msgconv import (
+        image_to_numpy,
+        pointcloud2_to_structured,
+        pointcloud2_to_xyz,
+        stamp_to_ns,
+        unpack_rgb,
+    )
+    from cross4d_ros.messages import (
+        make_action_recognition,
+        make_header,
+        make_image,
+        make_point_embeddings,
+        make_pointcloud2,
+    )
 
     rng = np.random.default_rng(0)
     points = rng.standard_normal((2048, 3)).astype(np.float32)

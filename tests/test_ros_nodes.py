@@ -69,9 +69,9 @@ def _sample_index(points, stamp_ns):
 
 
 def test_actions_and_embeddings_match_the_offline_model(rclpy_context, recognizer):
+    from cross4d.msg import ActionRecognition, PointEmbeddings
     from diagnostic_msgs.msg import DiagnosticArray
 
-    from cross4d.msg import ActionRecognition, PointEmbeddings
     from cross4d_core.msgconv import pointcloud2_field, pointcloud2_to_xyz, stamp_to_ns
     from cross4d_testing.replay import SequencePublisher
 
@@ -140,6 +140,7 @@ def test_the_node_windows_the_recognizers_frames_and_points_without_parameters(r
     """No window_length / num_points given: the node feeds the recognizer 4 x 64 windows (its
     config.json), not the parameters' old defaults (24 x 2048)."""
     from cross4d.msg import ActionRecognition, PointEmbeddings
+
     from cross4d_testing.replay import SequencePublisher
 
     node = _perception_node("/shape", tiny_recognizer, skip_stale_windows=False)
@@ -213,6 +214,7 @@ def test_fuzzed_malformed_and_absurd_clouds_are_counted_and_the_node_keeps_servi
     which overflow the model's distances into NaN scores) are refused before the model; no
     published score is NaN."""
     from cross4d.msg import ActionRecognition
+
     from cross4d_ros.messages import make_camera_info, make_header, make_image, make_pointcloud2
     from cross4d_testing.replay import SequencePublisher
 
@@ -259,9 +261,9 @@ def test_fuzzed_malformed_and_absurd_clouds_are_counted_and_the_node_keeps_servi
 def test_a_model_with_non_finite_output_publishes_nothing_and_counts_it(rclpy_context, recognizer, tmp_path):
     import shutil
 
+    from cross4d.msg import ActionRecognition
     from safetensors.torch import load_file, save_file
 
-    from cross4d.msg import ActionRecognition
     from cross4d_testing.replay import SequencePublisher
 
     checkpoint = tmp_path / "nan_head"
@@ -283,6 +285,7 @@ def test_a_model_with_non_finite_output_publishes_nothing_and_counts_it(rclpy_co
 
 def test_frames_outside_the_range_crop_are_rejected_and_never_join_a_window(rclpy_context, recognizer):
     from cross4d.msg import ActionRecognition
+
     from cross4d_core.msgconv import stamp_to_ns
     from cross4d_testing.replay import SequencePublisher
 
@@ -309,6 +312,7 @@ def test_a_forward_time_jump_beyond_max_frame_gap_restarts_the_window(rclpy_cont
     """One cloud stamped 0, then clouds from t = 1000 s: the first window starts at 1000 s (it
     does not span 1000 s), and the gap is counted."""
     from cross4d.msg import ActionRecognition
+
     from cross4d_core.msgconv import stamp_to_ns
     from cross4d_testing.replay import SequencePublisher
 
@@ -330,6 +334,7 @@ def test_a_forward_time_jump_beyond_max_frame_gap_restarts_the_window(rclpy_cont
 
 def test_a_cloud_in_another_frame_than_the_stream_is_rejected_and_counted(rclpy_context, recognizer):
     from cross4d.msg import ActionRecognition
+
     from cross4d_core.msgconv import stamp_to_ns
     from cross4d_testing.replay import SequencePublisher
 
@@ -378,6 +383,7 @@ def synthetic_bag(tmp_path_factory):
 def test_bag_replayed_twice_with_sim_time_gives_both_passes_and_no_mixed_window(
         rclpy_context, recognizer, synthetic_bag):
     from cross4d.msg import ActionRecognition
+
     from cross4d_core.data.rosbag import T_COLOR_FROM_OPTICAL, T_LINK_FROM_COLOR
     from cross4d_testing.replay import BagPlayer, SequencePublisher, read_bag_messages
 

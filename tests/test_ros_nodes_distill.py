@@ -86,8 +86,8 @@ def test_distill_publishes_offline_targets_and_records_resumable_shards(
     from sensor_msgs.msg import Image, PointCloud2
 
     from cross4d_core.msgconv import image_to_rgb, pointcloud2_field, pointcloud2_to_xyz
-    from cross4d_core.targets import TargetCache
     from cross4d_core.preprocess import FramePreprocessor, frame_rng
+    from cross4d_core.targets import TargetCache
 
     cache = str(tmp_path / "cache")
     stamps = 100 * 10**9 + video.stamps_ns

@@ -25,9 +25,9 @@ def _rss_mib() -> float:
 
 
 def test_soak_memory_and_queues_stay_flat(rclpy_context, tmp_path):
+    from cross4d.msg import ActionRecognition
     from rclpy.parameter import Parameter
 
-    from cross4d.msg import ActionRecognition
     from cross4d_ros.perception_node import PerceptionNode
     from cross4d_testing.replay import SequencePublisher
 

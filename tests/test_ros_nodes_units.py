@@ -159,8 +159,8 @@ def test_as_matrix_accepts_rigid_and_rejects_others():
 def test_frame_cache_equals_full_window_forward_and_reuses_old_frames():
     import torch
 
-    from cross4d_core.models import Point4DConfig, Point4DEncoder
     from cross4d_core.frame_cache import FrameEncodingCache
+    from cross4d_core.models import Point4DConfig, Point4DEncoder
 
     torch.manual_seed(0)
     encoder = Point4DEncoder(Point4DConfig.tiny()).eval()

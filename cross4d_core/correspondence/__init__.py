@@ -5,8 +5,8 @@ from cross4d_core.correspondence.render import (
     RenderOutput,
     RenderViews,
     fit_virtual_camera,
-    render_correspondence,
     render_clip,
+    render_correspondence,
     render_index_map,
     shade_depth,
 )

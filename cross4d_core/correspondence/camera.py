@@ -7,7 +7,7 @@ occluded: within ``depth_tolerance`` of the nearest point splatted onto its pixe
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

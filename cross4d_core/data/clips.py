@@ -22,8 +22,8 @@ Clip semantics (``L = frames``, ``s = frame_step``, ``c = clip_stride``):
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

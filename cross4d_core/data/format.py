@@ -38,9 +38,10 @@ from __future__ import annotations
 import hashlib
 import re
 import tokenize
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -136,7 +137,7 @@ class DatasetWriter:
         self._closed = False
         self._write_manifest(complete=False)
 
-    def __enter__(self) -> "DatasetWriter":
+    def __enter__(self) -> DatasetWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -424,7 +425,7 @@ class Dataset4D:
         self._cache_size = cache_size
 
     @classmethod
-    def open(cls, root: str | Path, verify: str = "size", allow_incomplete: bool = False) -> "Dataset4D":
+    def open(cls, root: str | Path, verify: str = "size", allow_incomplete: bool = False) -> Dataset4D:
         """Open ``root``. ``verify``: ``"size"`` (default, cheap, checked per video on first
         access), ``"checksum"`` (SHA-256 per file on first access) or ``"none"``."""
         root = Path(root)

@@ -24,8 +24,10 @@ from cross4d_core.evaluation.probe import (
 from cross4d_core.evaluation.segmentation import SegmentConfig, run_segmentation_probe
 
 __all__ = [
-    "AugmentConfig", "ClassificationModule", "ClipFeatures", "PaperProbeConfig", "ProbeConfig", "ProbeFit", "SegmentConfig", "VideoAccuracy",
+    "AugmentConfig", "ClassificationModule", "ClipFeatures", "PaperProbeConfig", "ProbeConfig", "ProbeFit",
+    "SegmentConfig", "VideoAccuracy",
     "augment_clips", "clip_labels_and_videos", "confusion_matrix", "correspondence_accuracy", "evaluate_classifier",
-    "extract_clip_features", "fit_linear_probe", "fit_paper_probe", "run_segmentation_probe", "segmentation_metrics", "stratified_video_subset",
+    "extract_clip_features", "fit_linear_probe", "fit_paper_probe", "run_segmentation_probe",
+    "segmentation_metrics", "stratified_video_subset",
     "video_level_accuracy",
 ]

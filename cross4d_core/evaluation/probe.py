@@ -128,7 +128,7 @@ class FeatureScaling:
     scale: torch.Tensor
 
     @classmethod
-    def fit(cls, x: torch.Tensor, standardize: bool = False) -> "FeatureScaling":
+    def fit(cls, x: torch.Tensor, standardize: bool = False) -> FeatureScaling:
         mean = x.mean(0)
         centred = x - mean
         scale = centred.std(0, unbiased=False) if standardize else centred.pow(2).mean().sqrt()
@@ -243,7 +243,7 @@ def _accuracy_and_logloss(x, y, weight, bias) -> tuple[float, float]:
 
 
 def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                     config: ProbeConfig = ProbeConfig(), groups: torch.Tensor | None = None,
+                     config: ProbeConfig | None = None, groups: torch.Tensor | None = None,
                      device: torch.device | str = "cpu") -> ProbeFit:
     """The converged probe: L2 chosen by grouped k-fold CV, then a full-data L-BFGS fit.
 
@@ -256,6 +256,7 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
         :class:`ProbeFit` with a head on raw features. A fit that did not reach
         ``config.tolerance`` says so (``converged=False``) and logs a warning.
     """
+    config = ProbeConfig() if config is None else config
     _check_inputs(features, labels, num_classes)
     device = torch.device(device)
     dtype = torch.float64 if device.type == "cpu" else torch.float32
@@ -299,13 +300,14 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
 
 
 def fit_paper_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                    config: PaperProbeConfig = PaperProbeConfig(), seed: int = 0, tolerance: float = 1e-5,
+                    config: PaperProbeConfig | None = None, seed: int = 0, tolerance: float = 1e-5,
                     device: torch.device | str = "cpu") -> ProbeFit:
     """The paper's recipe: ``nn.Linear`` on RAW features, AdamW + cosine for ``config.epochs``.
 
     Its gradient norm is measured like the converged probe's (on scale-normalised
     features, no penalty), so the two can be compared; ``converged`` uses ``tolerance``.
     """
+    config = PaperProbeConfig() if config is None else config
     _check_inputs(features, labels, num_classes)
     if config.epochs < 1 or config.batch_size < 1:
         raise ValueError(f"paper probe would train nothing: epochs={config.epochs}, batch_size={config.batch_size}")

@@ -1,5 +1,6 @@
 """Evaluation protocols end to end on datasets: linear probe / transfer and label-efficient
-fine-tuning (the paper's clip-level protocols: linear probe, label efficiency, full fine-tuning). Results are JSON-serialisable dicts."""
+fine-tuning (the paper's clip-level protocols: linear probe, label efficiency, full
+fine-tuning). Results are JSON-serialisable dicts."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sized
@@ -43,7 +44,7 @@ def probe_report(fit: ProbeFit, train, test) -> dict:
 
 
 def run_linear_probe(encoder: nn.Module, train_set: Dataset, test_set: Dataset, num_classes: int,
-                     config: ProbeConfig = ProbeConfig(), *, device: torch.device | str = "cpu",
+                     config: ProbeConfig | None = None, *, device: torch.device | str = "cpu",
                      amp: bool = True, batch_size: int = 16) -> tuple[dict, nn.Linear]:
     """Frozen features once -> converged linear probe on ``train_set`` (L2 by CV grouped by
     video) -> clip / video accuracy on ``test_set``; the paper-recipe probe on the same
@@ -51,6 +52,7 @@ def run_linear_probe(encoder: nn.Module, train_set: Dataset, test_set: Dataset, 
 
     Returns ``(results, head)``; ``head`` (on raw features) is the converged probe's.
     """
+    config = ProbeConfig() if config is None else config
     train = extract_clip_features(encoder, train_set, batch_size=batch_size, device=device, amp=amp)
     test = extract_clip_features(encoder, test_set, batch_size=batch_size, device=device, amp=amp)
     fit = fit_linear_probe(train.features, train.labels, num_classes, config, groups=train.videos, device=device)

@@ -70,13 +70,15 @@ def perturbations(config: RobustnessConfig) -> list[tuple[str, float]]:
 
 
 def run_robustness(encoder: nn.Module, train_set: Dataset, test_set: Dataset, num_classes: int,
-                   config: RobustnessConfig = RobustnessConfig(), probe: ProbeConfig = ProbeConfig(paper=None), *,
+                   config: RobustnessConfig | None = None, probe: ProbeConfig | None = None, *,
                    device: torch.device | str = "cpu", amp: bool = True, batch_size: int = 16) -> dict:
     """Fit the converged probe on clean train features; score test clips per perturbation.
 
     Returns ``{"probe": fit summary, "clean_train": accuracy, "results": [{"kind", "value",
     "frames" | "points", "video_accuracy", "clip_accuracy"}]}``.
     """
+    config = RobustnessConfig() if config is None else config
+    probe = ProbeConfig(paper=None) if probe is None else probe
     encoder = encoder.to(device).eval()
     extract = functools.partial(extract_clip_features, encoder, batch_size=batch_size, device=device, amp=amp)
     train = extract(train_set)

@@ -61,7 +61,7 @@ def _parts(clips: list[Clip]) -> torch.Tensor | None:
 
 
 def run_segmentation_probe(encoder: Point4DEncoder, train_set, test_set, num_parts: int | None = None,
-                           config: SegmentConfig = SegmentConfig(), device: torch.device | str = "cpu",
+                           config: SegmentConfig | None = None, device: torch.device | str = "cpu",
                            amp: bool = True) -> tuple[dict, nn.Linear | None]:
     """Fit a per-point linear head on frozen features of ``train_set``; score ``test_set``.
 
@@ -71,6 +71,7 @@ def run_segmentation_probe(encoder: Point4DEncoder, train_set, test_set, num_par
     (``paper_probe``, with its own ``test`` metrics), and ``correspondence`` accuracy per
     gap when clips carry tracks. ``head`` is the converged probe's.
     """
+    config = SegmentConfig() if config is None else config
     device = torch.device(device)
     encoder = encoder.to(device).eval()
     gen = torch.Generator().manual_seed(config.probe.seed)

@@ -90,7 +90,7 @@ class PinholeCamera:
     @classmethod
     def from_focal(
         cls, f: float, width: int, height: int, cx: float | None = None, cy: float | None = None, **kwargs
-    ) -> "PinholeCamera":
+    ) -> PinholeCamera:
         """An undistorted camera with square pixels; principal point defaults to the image centre
         (``W/2, H/2``, the MSR-Action3D / NTU-60 convention with f = 280)."""
         cx = width / 2 if cx is None else cx

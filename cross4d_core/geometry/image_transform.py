@@ -35,7 +35,7 @@ class ImageTransform:
     def create(
         cls, in_h: int, in_w: int, patch: int, resize_shortest_edge: int | None = None,
         crop: int | tuple[int, int] | None = None,
-    ) -> "ImageTransform":
+    ) -> ImageTransform:
         """Resize so the shorter side is ``resize_shortest_edge`` (keep the size when None),
         then centre-crop to ``crop`` (``(h, w)`` or square; default: the largest multiple of
         ``patch`` that fits)."""

@@ -7,8 +7,9 @@ coefficients are zero), so one formula serves all of them; ``equidistant`` follo
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ class CameraBatch:
     def from_cameras(
         cls, cameras: PinholeCamera | Sequence[PinholeCamera], device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
-    ) -> "CameraBatch":
+    ) -> CameraBatch:
         cameras = [cameras] if isinstance(cameras, PinholeCamera) else list(cameras)
         if not cameras:
             raise ValueError("CameraBatch.from_cameras: no cameras given")

@@ -1,7 +1,8 @@
 """Parameter and FLOP counting (FLOPs = 2 per multiply-add, as torch's FlopCounterMode counts)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn

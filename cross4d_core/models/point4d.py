@@ -104,7 +104,7 @@ class Point4DConfig:
             raise ValueError(f"Point4DConfig.dropout must be in [0, 1), got {self.dropout!r}")
 
     @classmethod
-    def tiny(cls, **overrides) -> "Point4DConfig":
+    def tiny(cls, **overrides) -> Point4DConfig:
         """A small config for tests (4 frames x 64 points, width 32, 2 layers)."""
         values: dict[str, Any] = dict(num_frames=4, num_points=64, sa1_centroids=16, sa1_radius=0.5, sa1_neighbours=8,
                       sa1_channels=(16, 32), sa2_centroids=8, sa2_radius=1.0, sa2_neighbours=4,
@@ -119,7 +119,7 @@ class Point4DConfig:
         return {"model_type": MODEL_TYPE, **values}
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Point4DConfig":
+    def from_dict(cls, values: dict) -> Point4DConfig:
         values = dict(values)
         model_type = values.pop("model_type", MODEL_TYPE)
         if model_type != MODEL_TYPE:
@@ -145,14 +145,14 @@ class FrameTokens:
     centres: torch.Tensor
     point_index: torch.Tensor
 
-    def frames(self, index: slice | int | torch.Tensor) -> "FrameTokens":
+    def frames(self, index: slice | int | torch.Tensor) -> FrameTokens:
         """The tokens of the selected frames (an int keeps the frame axis, length 1)."""
         if isinstance(index, int):
             index = slice(index, index + 1 if index != -1 else None)
         return FrameTokens(self.features[:, index], self.centres[:, index], self.point_index[:, index])
 
     @classmethod
-    def concat(cls, parts: list["FrameTokens"]) -> "FrameTokens":
+    def concat(cls, parts: list[FrameTokens]) -> FrameTokens:
         """Join frame tokens along the frame axis (oldest first), e.g. cached frames + a new one."""
         if not parts:
             raise ValueError("FrameTokens.concat needs at least one part")

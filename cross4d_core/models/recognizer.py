@@ -139,7 +139,7 @@ class RecognizerConfig:
                 "provenance": dataclasses.asdict(self.provenance)}
 
     @classmethod
-    def from_dict(cls, values: Any) -> "RecognizerConfig":
+    def from_dict(cls, values: Any) -> RecognizerConfig:
         """The inverse of :meth:`to_dict`. ``ValueError`` (or ``TypeError``) naming the problem
         for another ``format`` or ``format_version``, unknown or missing keys, invalid values."""
         kind = values.get("format") if isinstance(values, dict) else None
@@ -160,7 +160,7 @@ class RecognizerConfig:
         return cls(**values)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "RecognizerConfig":
+    def from_pretrained(cls, directory: str | Path) -> RecognizerConfig:
         """The checked ``config.json`` of a recognizer directory (no weights are read)."""
         directory = Path(directory)
         if not directory.is_dir():
@@ -248,7 +248,7 @@ class Recognizer(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: torch.device | str = "cpu") -> "Recognizer":
+    def from_pretrained(cls, directory: str | Path, device: torch.device | str = "cpu") -> Recognizer:
         """The recognizer of a directory written by :meth:`save_pretrained`, in eval mode on ``device``."""
         directory = Path(directory)
         recognizer = cls(RecognizerConfig.from_pretrained(directory))

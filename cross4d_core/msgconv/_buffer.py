@@ -28,10 +28,10 @@ def data_bytes(data: ByteData, where: str) -> np.ndarray:
             raise MessageFormatError(f"{where}: cannot read bytes from {type(data).__name__}: {exc}") from None
         if values.ndim != 1 or not (values.size == 0 or np.issubdtype(values.dtype, np.integer)):
             raise MessageFormatError(f"{where}: expected a sequence of bytes, got {type(data).__name__} "
-                                     f"of dtype {values.dtype} and shape {values.shape}")
+                                     f"of dtype {values.dtype} and shape {values.shape}") from None
         if values.size and (values.min() < 0 or values.max() > 255):
             raise MessageFormatError(f"{where}: byte values must lie in [0, 255], "
-                                     f"got [{values.min()}, {values.max()}]")
+                                     f"got [{values.min()}, {values.max()}]") from None
         view = values.astype(np.uint8)
     view.flags.writeable = False  # our view only; the message itself is untouched
     return view

@@ -16,7 +16,8 @@ that as "no distortion", while an empty model name means "unknown distortion"
 from __future__ import annotations
 
 import array
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -18,7 +18,8 @@ def _field(msg: CameraInfoLike | Ros1CameraInfoLike, name: str) -> FloatData:
     return getattr(msg, name.upper()) if value is None else value
 
 
-def camera_info_to_camera(msg: CameraInfoLike | Ros1CameraInfoLike, T_cam_from_points: np.ndarray | None = None) -> PinholeCamera:
+def camera_info_to_camera(msg: CameraInfoLike | Ros1CameraInfoLike,
+                          T_cam_from_points: np.ndarray | None = None) -> PinholeCamera:
     """Build the camera model from a CameraInfo.
 
     An empty ``D`` means an ideal pinhole (``distortion_model='none'``) whatever

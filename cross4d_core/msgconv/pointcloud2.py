@@ -11,7 +11,8 @@ point_step`` so padding is skipped) and views ``data`` through it without copyin
 from __future__ import annotations
 
 import sys
-from typing import Iterable, Literal, NamedTuple
+from collections.abc import Iterable
+from typing import Literal, NamedTuple
 
 import numpy as np
 from numpy.lib import recfunctions

@@ -29,7 +29,8 @@ checks that the fields exist (not their types).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, Sequence, TypeAlias, Union, runtime_checkable
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 #: ``np.ndarray`` is named: numpy's stubs give it ``__buffer__`` from Python 3.12 on only.
 ByteData: TypeAlias = "Buffer | Sequence[int] | npt.NDArray[np.uint8]"
 #: ``float64[]`` / ``float64[N]``: ``array.array('d')``, a float64 ``np.ndarray`` or a sequence of floats.
-FloatData: TypeAlias = Union[Sequence[float], npt.NDArray[np.float64]]
+FloatData: TypeAlias = Sequence[float] | npt.NDArray[np.float64]
 
 
 @runtime_checkable

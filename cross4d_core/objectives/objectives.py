@@ -70,7 +70,7 @@ class ObjectiveConfig:
                              f"predictor_heads ({self.predictor_heads})")
 
     @classmethod
-    def from_dict(cls, values: dict) -> "ObjectiveConfig":
+    def from_dict(cls, values: dict) -> ObjectiveConfig:
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"ObjectiveConfig: unknown keys {unknown}")
@@ -112,7 +112,8 @@ class Objective(nn.Module):
         if self.target_mean is None or self.target_mean.shape != targets.shape[-1:]:
             raise ValueError(f"{type(self).__name__}: centre_targets needs the training set's mean target "
                              f"[d_p={targets.shape[-1]}] (a target cache written by this version of `cross4d "
-                             f"precompute` records it); got {None if self.target_mean is None else tuple(self.target_mean.shape)}")
+                             f"precompute` records it); got "
+                             f"{None if self.target_mean is None else tuple(self.target_mean.shape)}")
         return targets.float() - self.target_mean
 
     def after_step(self) -> None:
@@ -203,7 +204,7 @@ class IntraObjective(Objective):
         self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.predictor = LatentPredictor(encoder.hidden_size, config, encoder.config.layer_norm_eps)
 
-    def train(self, mode: bool = True) -> "IntraObjective":
+    def train(self, mode: bool = True) -> IntraObjective:
         super().train(mode)
         self.target_encoder.eval()
         return self

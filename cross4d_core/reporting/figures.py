@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cross4d_core.fileio import atomic_path
 from cross4d_core.colours import patch_colours, pca_colours
+from cross4d_core.fileio import atomic_path
 
 
 def _pyplot():

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from cross4d_core.errors import FileError, ReportError
 from cross4d_core.fileio import read_json
-
 from cross4d_core.manifests import DATASET_FORMAT, TARGET_CACHE_FORMAT
 
 PROTOCOLS = ("pretrain", "probe", "transfer", "finetune", "segment", "robustness")

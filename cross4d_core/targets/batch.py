@@ -59,7 +59,7 @@ class ClipBatch:
         return _map_tensors(self, lambda t: t.pin_memory())
 
     @classmethod
-    def collate(cls, items: list[dict]) -> "ClipBatch":
+    def collate(cls, items: list[dict]) -> ClipBatch:
         """``collate_fn`` for ``ClipDataset`` items (dicts with ``points``, ``label``, ``video``, ``start``)."""
         stacked = {k: torch.stack([torch.as_tensor(item[k]) for item in items]) for k in ("points", "label",
                                                                                           "video", "start")}
@@ -131,7 +131,7 @@ class TargetBatch(ClipBatch):
 
     # Each batch type collates its own item type (a collate_fn, never called through the base class).
     @classmethod
-    def collate(cls, items: list[ClipTargets]) -> "TargetBatch":  # type: ignore[override]
+    def collate(cls, items: list[ClipTargets]) -> TargetBatch:  # type: ignore[override]
         """``collate_fn`` for :class:`ClipTargets`: stacks, zero-pads ``features`` to the largest
         ``K`` and checks that every visible point indexes a row of its own clip's table."""
         if not items:

@@ -70,7 +70,7 @@ class OnlineBatch(ClipBatch):
 
     # Each batch type collates its own item type (a collate_fn, never called through the base class).
     @classmethod
-    def collate(cls, items: list[OnlineClip]) -> "OnlineBatch":  # type: ignore[override]
+    def collate(cls, items: list[OnlineClip]) -> OnlineBatch:  # type: ignore[override]
         """``collate_fn`` for :class:`OnlineClips`."""
         stack = lambda name: torch.stack([getattr(item, name) for item in items])  # noqa: E731
         return cls(points=stack("points"), label=stack("label"), video=stack("video"), start=stack("start"),

@@ -25,7 +25,7 @@ class FeatureProjection:
     seed: int | None = None
 
     @classmethod
-    def random(cls, in_dim: int, out_dim: int = 384, seed: int = 0) -> "FeatureProjection":
+    def random(cls, in_dim: int, out_dim: int = 384, seed: int = 0) -> FeatureProjection:
         """Seeded Gaussian matrix scaled by ``1 / sqrt(out_dim)`` (Johnson-Lindenstrauss: cosine
         similarities between features are approximately kept)."""
         generator = torch.Generator().manual_seed(seed)
@@ -33,7 +33,7 @@ class FeatureProjection:
         return cls(weight, torch.zeros(in_dim), "random", seed)
 
     @classmethod
-    def pca(cls, features: torch.Tensor, out_dim: int = 384) -> "FeatureProjection":
+    def pca(cls, features: torch.Tensor, out_dim: int = 384) -> FeatureProjection:
         """Top ``out_dim`` principal directions of ``features [M, C]`` (needs ``out_dim <= min(M, C)``);
         signs fixed so the largest loading of each direction is positive (deterministic)."""
         features = features.reshape(-1, features.shape[-1]).double()
@@ -70,7 +70,7 @@ class FeatureProjection:
                       metadata={"kind": self.kind, "seed": "" if self.seed is None else str(self.seed)})
 
     @classmethod
-    def load(cls, path: str | Path) -> "FeatureProjection":
+    def load(cls, path: str | Path) -> FeatureProjection:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:

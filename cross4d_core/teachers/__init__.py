@@ -28,4 +28,5 @@ def load_teacher(kind: str, name_or_path: str, device: torch.device | str = "cpu
     return TEACHERS[kind](name_or_path, device=device, dtype=dtype, **kwargs)
 
 
-__all__ = ["PART_TEACHER_NAME", "TEACHERS", "Dinov2Teacher", "FrozenModelTeacher", "PartTeacher", "Teacher", "TeacherWeightsNotFound", "VJEPA2Teacher", "load_teacher"]
+__all__ = ["PART_TEACHER_NAME", "TEACHERS", "Dinov2Teacher", "FrozenModelTeacher", "PartTeacher", "Teacher",
+           "TeacherWeightsNotFound", "VJEPA2Teacher", "load_teacher"]

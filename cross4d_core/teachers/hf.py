@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from cross4d_core.geometry.image_transform import ImageTransform
 from cross4d_core.errors import TeacherWeightsNotFound
+from cross4d_core.geometry.image_transform import ImageTransform
 from cross4d_core.teachers.base import FrozenModelTeacher
 
 if TYPE_CHECKING:  # transformers is imported where a teacher is built

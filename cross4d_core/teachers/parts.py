@@ -100,7 +100,8 @@ class PartTeacher(Teacher):
         the :class:`ImageTransform` (a crop to whole patches; no resize)."""
         labels = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels).to(self.device)
         if labels.dim() != 3 or labels.is_floating_point() or labels.dtype == torch.bool:
-            raise ValueError(f"PartTeacher: labels must be [T, H, W] integers, got {tuple(labels.shape)} {labels.dtype}")
+            raise ValueError(f"PartTeacher: labels must be [T, H, W] integers, got {tuple(labels.shape)} "
+                             f"{labels.dtype}")
         if bool(((labels < -1) | (labels >= self.num_labels)).any()):
             raise ValueError(f"PartTeacher: labels outside [-1, {self.num_labels}) (a dataset with more parts "
                              f"than the teacher was built for?)")

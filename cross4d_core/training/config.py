@@ -29,7 +29,8 @@ T = TypeVar("T", bound="DataclassInstance")
 
 @dataclass
 class OptimConfig:
-    """AdamW with a linear warm-up followed by a cosine decay (the paper's optimiser: AdamW, lr 5e-4, weight decay 1e-4, 5% warm-up)."""
+    """AdamW with a linear warm-up followed by a cosine decay (the paper's optimiser: AdamW, lr
+    5e-4, weight decay 1e-4, 5% warm-up)."""
 
     lr: float = 5e-4
     weight_decay: float = 1e-4

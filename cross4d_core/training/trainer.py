@@ -29,14 +29,14 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
 from transformers import set_seed
 
+from cross4d_core.errors import NonFiniteLossError
 from cross4d_core.training.checkpoint import (
     latest_checkpoint,
-    remove_checkpoint_temporaries,
     load_training_checkpoint,
+    remove_checkpoint_temporaries,
     save_training_checkpoint,
 )
 from cross4d_core.training.config import TrainConfig, config_to_dict
-from cross4d_core.errors import NonFiniteLossError
 from cross4d_core.training.distributed import (
     DistInfo,
     all_gather_objects,

@@ -199,7 +199,8 @@ class Demo:
             with atomic_directory(path) as tmp:
                 Dinov2Model(config).eval().save_pretrained(tmp)
         banner = "!" * 88
-        print(f"  {banner}\n  !! No DINOv2 weights in the Hugging Face cache (none of {', '.join(DINOV2_CANDIDATES)}).\n"
+        print(f"  {banner}\n"
+              f"  !! No DINOv2 weights in the Hugging Face cache (none of {', '.join(DINOV2_CANDIDATES)}).\n"
               f"  !! The DINOv2 row uses a SMALL RANDOMLY INITIALISED DINOv2 ({path}): a pipeline check,\n"
               "  !! NOT distillation from DINOv2. For the real teacher:\n"
               "  !!   huggingface-cli download facebook/dinov2-small   (then re-run `make demo`)\n"
@@ -336,8 +337,8 @@ class Demo:
             f"*DINOv2*: {dinov2_desc}.", "",
             f"Protocol (every row): synthetic world seed {self.world_seed}, cross-subject split; clips of {FRAMES} "
             f"frames x {POINTS} points; the POINT4D of the shipped `{PRETRAIN_CONFIG}`, pretrained on the "
-            "train split only; a linear probe on frozen mean-pooled features: multinomial logistic regression fitted to "
-            "convergence (L-BFGS), L2 chosen by 5-fold cross-validation grouped by video; the paper's recipe "
+            "train split only; a linear probe on frozen mean-pooled features: multinomial logistic regression "
+            "fitted to convergence (L-BFGS), L2 chosen by 5-fold cross-validation grouped by video; the paper's recipe "
             "(300 epochs, AdamW on raw features) on the same features beside it. Video accuracy = argmax of "
             "summed clip softmaxes. Mean ± std over seeds (pretraining and random-init seeds).", "",
             *self.results_table(), "",

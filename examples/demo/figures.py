@@ -53,10 +53,12 @@ def embedding_pca(dataset: Path, checkpoint: Path, out: Path) -> Path:
     output = encoder(points)
     features = encoder.point_features(output, points)[0, -1].numpy()
     xyz = points[0, -1].numpy() * np.array([1.0, -1.0, 1.0], dtype=np.float32)
-    return plot_embedding_pca(xyz[:, [0, 2, 1]], features, out, title="Dense encoder: per-point embedding PCA\n(axes: x right, y depth, z up)")
+    return plot_embedding_pca(xyz[:, [0, 2, 1]], features, out,
+                              title="Dense encoder: per-point embedding PCA\n(axes: x right, y depth, z up)")
 
 
-def demo_figures(dataset: Path, cache: Path, dense_checkpoint: Path, ros: dict, out_dir: Path) -> list[tuple[str, Path]]:
+def demo_figures(dataset: Path, cache: Path, dense_checkpoint: Path, ros: dict,
+                 out_dir: Path) -> list[tuple[str, Path]]:
     """``[(caption, png)]`` for the demo report."""
     from cross4d_core.reporting.figures import plot_latency_histogram
 

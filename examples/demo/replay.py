@@ -44,10 +44,10 @@ def replay_bag_through_node(bag: Path, recorded: list[dict], checkpoint: Path, w
         "latency_ms_p95", "per_video": [...], "node_log"}``.
     """
     import rclpy
+    from cross4d.msg import ActionRecognition
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-    from cross4d.msg import ActionRecognition
     from cross4d_core.msgconv import stamp_to_ns
     from cross4d_testing.nodes import NodeProcess, node_command
     from cross4d_testing.replay import BagPlayer, SequencePublisher, read_bag_messages
@@ -105,7 +105,7 @@ def replay_bag_through_node(bag: Path, recorded: list[dict], checkpoint: Path, w
 
     per_video: dict[str, dict] = {}
     scored = correct = straddling = 0
-    for window_start, window_end, label, score, _ in results:
+    for window_start, window_end, label, _score, _ in results:
         video = _truth_of(recorded, window_start, window_end)
         if video is None:
             straddling += 1

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, TypeVar
+from typing import TypeVar
 
 import numpy as np
 

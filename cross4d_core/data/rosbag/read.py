@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -79,7 +79,7 @@ class BagReader:
                                            f"{exc}") from exc
         self.topics = {c.topic: c.msgtype for c in self._reader.connections}
 
-    def __enter__(self) -> "BagReader":
+    def __enter__(self) -> BagReader:
         return self
 
     def __exit__(self, *exc) -> None:
