@@ -125,6 +125,19 @@ class SyntheticTargets(torch.utils.data.Dataset):
         return self.items[i % len(self.items)]
 
 
+def _keep_going(report: Report, ctx: Context, name: str, failed: list[str], fn, *args) -> None:
+    """Run ``fn(*args)``; a failure is printed, recorded in ``failed`` and as a FAILED row, and
+    the caller goes on with its next configuration. CUDA's cached memory is released after."""
+    try:
+        fn(*args)
+    except Exception as exc:
+        traceback.print_exc()
+        failed.append(f"{name}: {type(exc).__name__}: {exc}")
+        report.value(f"{name}: FAILED", 0, "", note=failed[-1][:500])
+    if ctx.device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -181,14 +194,8 @@ def section_pretrain(report: Report, ctx: Context) -> None:
             if compiled and ctx.left_s() < (60 if sizes.tiny else 150):
                 report.value(f"{name}: skipped", 0, "", note="not enough of the time budget left")
                 continue
-            try:  # one configuration failing (say, a compiler error) keeps the others' figures
-                _pretrain_step(report, ctx, dataset, batch, compiled, name)
-            except Exception as exc:
-                traceback.print_exc()
-                failed.append(f"{name}: {type(exc).__name__}: {exc}")
-                report.value(f"{name}: FAILED", 0, "", note=failed[-1][:500])
-            if ctx.device.type == "cuda":
-                torch.cuda.empty_cache()
+            # one configuration failing (say, a compiler error) keeps the others' figures
+            _keep_going(report, ctx, name, failed, _pretrain_step, report, ctx, dataset, batch, compiled, name)
     if failed:
         raise RuntimeError("; ".join(failed))
 
@@ -257,14 +264,8 @@ def section_teachers(report: Report, ctx: Context) -> None:
     failed = []
     for kind, model_class, config_class, shape in (("dinov2", Dinov2Model, Dinov2Config, ctx.sizes.dinov2),
                                                    ("vjepa2", VJEPA2Model, VJEPA2Config, ctx.sizes.vjepa2)):
-        try:  # one teacher failing keeps the other's figures
-            _teacher(report, ctx, kind, model_class(config_class(**shape)))
-        except Exception as exc:
-            traceback.print_exc()
-            failed.append(f"{kind}: {type(exc).__name__}: {exc}")
-            report.value(f"{kind}: FAILED", 0, "", note=failed[-1][:500])
-        if ctx.device.type == "cuda":
-            torch.cuda.empty_cache()
+        # one teacher failing keeps the other's figures
+        _keep_going(report, ctx, kind, failed, lambda: _teacher(report, ctx, kind, model_class(config_class(**shape))))
     if failed:
         raise RuntimeError("; ".join(failed))
 

@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 from transformers import Dinov2Config, Dinov2Model
 
+from benchmarks.bench_training import synthetic_items
 from cross4d_core.correspondence import camera_correspondence, render_clip
 from cross4d_core.geometry import ImageTransform, PinholeCamera
 from cross4d_core.models import Point4DConfig, Point4DEncoder
 from cross4d_core.objectives import OBJECTIVES, build_objective
 from cross4d_core.ops import ball_query, farthest_point_sample, gather_points, interpolate_features, knn
-from cross4d_core.targets import ClipTargets, TargetBatch
+from cross4d_core.targets import TargetBatch
 from cross4d_core.teachers import load_teacher
 from cross4d_core.training import TrainConfig, Trainer, load_config
 
@@ -99,25 +100,10 @@ def test_point4d_forward_backward_bf16_autocast(device):
                                    rtol=1e-4, atol=1e-4)
 
 
-def _items(config: Point4DConfig, batch: int, seed: int, d_p: int = 32, patches: int = 9) -> list[ClipTargets]:
-    """``batch`` target-cache items of random points, each with a ``T x patches`` target table."""
-    g = torch.Generator().manual_seed(seed)
-    T, N = config.num_frames, config.num_points
-    items = []
-    for i in range(batch):
-        rows = torch.arange(T)[:, None] * patches + torch.randint(0, patches, (T, N), generator=g)
-        items.append(ClipTargets(points=torch.rand(T, N, 3, generator=g),
-                                 target_index=torch.where(torch.rand(T, N, generator=g) < 0.5, rows, -1),
-                                 features=torch.randn(T * patches, d_p, generator=g).half(),
-                                 clip_target=torch.randn(d_p, generator=g), label=torch.tensor(0),
-                                 video=torch.tensor(i), start=torch.tensor(0), clip=torch.tensor(i)))
-    return items
-
-
 @pytest.mark.parametrize("name", [name for name in OBJECTIVES if name != "none"])  # none: nothing to train
 def test_objective_step_matches_cpu(device, name):
     config = Point4DConfig.tiny()
-    batch = TargetBatch.collate(_items(config, 4, seed=2))
+    batch = TargetBatch.collate(synthetic_items(config, 4, d_p=32, grid=9, first=2))
     losses, moved = [], []
     for dev, amp in ((torch.device("cpu"), False), (device, device.type == "cuda")):
         torch.manual_seed(0)
@@ -144,7 +130,7 @@ def test_trainer_checkpoint_and_resume(device, tmp_path):
     """Checkpoint mid-run, resume: the resumed losses continue the uninterrupted run's (on CUDA to
     float tolerance: its scatter-add kernels sum in a nondeterministic order)."""
     config = Point4DConfig.tiny()
-    items = [_items(config, 1, seed=10 + i)[0] for i in range(16)]
+    items = synthetic_items(config, 16, d_p=32, grid=9, first=10)
 
     def run(resume=None):
         cfg = load_config(TrainConfig, None, [f"out_dir={tmp_path}", f"device={device.type}", "data.batch_size=4",

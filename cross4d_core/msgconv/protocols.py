@@ -128,9 +128,8 @@ class ImageLike(Protocol):
     def data(self) -> ByteData: ...
 
 
-@runtime_checkable
-class CameraInfoLike(Protocol):
-    """``sensor_msgs/msg/CameraInfo`` (ROS 2 spelling): the fields the decoder reads."""
+class _CameraInfoGeometry(Protocol):
+    """What both spellings of CameraInfo share."""
 
     @property
     def height(self) -> int: ...
@@ -138,6 +137,12 @@ class CameraInfoLike(Protocol):
     def width(self) -> int: ...
     @property
     def distortion_model(self) -> str: ...
+
+
+@runtime_checkable
+class CameraInfoLike(_CameraInfoGeometry, Protocol):
+    """``sensor_msgs/msg/CameraInfo`` (ROS 2 spelling): the fields the decoder reads."""
+
     @property
     def d(self) -> FloatData: ...
     @property
@@ -147,15 +152,9 @@ class CameraInfoLike(Protocol):
 
 
 @runtime_checkable
-class Ros1CameraInfoLike(Protocol):
+class Ros1CameraInfoLike(_CameraInfoGeometry, Protocol):
     """``sensor_msgs/CameraInfo`` of ROS 1 (``D``, ``K``, ``P``): the fields the decoder reads."""
 
-    @property
-    def height(self) -> int: ...
-    @property
-    def width(self) -> int: ...
-    @property
-    def distortion_model(self) -> str: ...
     @property
     def D(self) -> FloatData: ...
     @property
