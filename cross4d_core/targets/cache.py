@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from cross4d_core.errors import TargetCacheError
-from cross4d_core.fileio import atomic_directory, remove_temporaries, remove_tree, write_json_atomic
+from cross4d_core.fileio import atomic_directory, read_json, remove_temporaries, remove_tree, write_json_atomic
 from cross4d_core.manifests import TARGET_CACHE_FORMAT
 from cross4d_core.targets.batch import ClipTargets, TargetBatch, compact_targets
 from cross4d_core.targets.projection import FeatureProjection
@@ -183,7 +183,7 @@ class TargetCacheWriter:
         self.config = json.loads(json.dumps(config))  # normalise tuples etc. for comparison
         config_path = self.root / "cache_config.json"
         if config_path.exists() and not overwrite:
-            old = json.loads(config_path.read_text())
+            old = read_json(config_path, error=TargetCacheError)
             diff = sorted(k for k in set(old) | set(self.config) if old.get(k) != self.config.get(k))
             if diff:
                 changes = ", ".join(f"{k}: {old.get(k)!r} != {self.config.get(k)!r}" for k in diff)
@@ -364,10 +364,7 @@ def read_cache_manifest(root: str | Path) -> dict:
     if not path.exists():
         raise TargetCacheError(path, "no manifest, the cache is missing or unfinished "
                                 "(rerun `cross4d precompute` with the same --out to resume)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise TargetCacheError(path, f"corrupt manifest ({err})") from None
+    manifest = read_json(path, error=TargetCacheError)
     kind = manifest.get("format") if isinstance(manifest, dict) else None
     if kind != CACHE_FORMAT:
         if kind is None and isinstance(manifest, dict) and manifest.get("format_version") == 1:

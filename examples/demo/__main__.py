@@ -24,7 +24,6 @@ output is already complete, so a re-run after an interruption continues.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import statistics
@@ -35,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from cross4d_core.fileio import read_json, write_json_atomic
 
 # The demo protocol, sized for ~10 minutes on a 2-core CPU (the model size lives in the shipped
 # pretrain_demo.yaml, cross4d_core/configs/train/). The paper's protocol: 24 x 2048 clips, the
@@ -161,7 +162,6 @@ class Demo:
         self.step("record an MCAP bag: one test-subject video per action")
         from cross4d_core.data.format import Dataset4D
         from cross4d_core.data.rosbag import write_synthetic_bag
-        from cross4d_core.fileio import write_json_atomic
 
         bag, index = self.work / "synthetic_bag", self.work / "synthetic_bag.json"
         if not index.exists():
@@ -173,7 +173,7 @@ class Demo:
                     chosen.setdefault(video.label, video)
             summary = write_synthetic_bag([chosen[label] for label in sorted(chosen)], bag)
             write_json_atomic(index, summary)
-        summary = json.loads(index.read_text())
+        summary = read_json(index)
         print(f"  {summary['bag']}: {summary['videos']} videos, {summary['frames']} frames, "
               f"{summary['messages']} messages", flush=True)
         return bag, summary["recorded"]
@@ -299,7 +299,7 @@ class Demo:
                  "| test video accuracy (paper recipe) | paper-recipe train accuracy |",
                  "|---|---|---|---|---|---|---|"]
         for method in self.methods:
-            results = [json.loads((self.run_dir(method, s) / "probe_results.json").read_text())
+            results = [read_json(self.run_dir(method, s) / "probe_results.json")
                        for s in self.seeds_of(method)]
             test = [r["test"]["video_accuracy"] for r in results]
             train = [r["train"]["video_accuracy"] for r in results]
@@ -314,7 +314,7 @@ class Demo:
         lines = ["| teacher cache | point coverage | clip targets: mean pairwise cosine (raw / centred) | "
                  "effective rank (raw / centred) |", "|---|---|---|---|"]
         for name, cache in caches.items():
-            manifest = json.loads((cache / "manifest.json").read_text())
+            manifest = read_json(cache / "manifest.json")
             stats = manifest.get("target_statistics") or {}
             raw, centred = stats.get("clip_target", {}), stats.get("clip_target_centred", {})
             lines.append(f"| {name} | {manifest['counts']['coverage']:.3f} | "
